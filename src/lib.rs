@@ -1,0 +1,4 @@
+//! tinydrop: drop files of any size onto a machine over HTTP.
+#![forbid(unsafe_code)]
+
+pub mod error;
