@@ -150,13 +150,11 @@ impl fmt::Display for Error {
                 f.write_str("Too many failed log-ins from this address; wait a minute.")
             }
             Error::HeadersTooLarge => f.write_str("The request headers are too large."),
-            Error::ChecksumMismatch => f.write_str(
-                "The checksum does not match the bytes received; they were discarded.",
-            ),
-            Error::DiskFull => f.write_str("The server's disk is full; nothing was saved."),
-            Error::BodyCut => {
-                f.write_str("The connection closed before the whole upload arrived.")
+            Error::ChecksumMismatch => {
+                f.write_str("The checksum does not match the bytes received; they were discarded.")
             }
+            Error::DiskFull => f.write_str("The server's disk is full; nothing was saved."),
+            Error::BodyCut => f.write_str("The connection closed before the whole upload arrived."),
             Error::Timeout => f.write_str("The client sent nothing for too long."),
             Error::Unavailable(why) => f.write_str(why),
             Error::Internal(why) => f.write_str(why),
@@ -169,13 +167,18 @@ impl std::error::Error for Error {}
 
 /// `ENOSPC` and `EDQUOT` on Linux: both mean "no room to write".
 fn is_disk_full(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
-        || matches!(e.raw_os_error(), Some(28) | Some(122))
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || matches!(e.raw_os_error(), Some(28) | Some(122))
 }
 
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Error {
-        if let Some(body) = e.get_ref().and_then(|inner| inner.downcast_ref::<BodyError>()) {
+        if let Some(body) = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<BodyError>())
+        {
             return match body {
                 BodyError::TooLarge { limit } => Error::TooLarge { limit: *limit },
                 BodyError::Cut => Error::BodyCut,

@@ -1,0 +1,6 @@
+//! Integration tests: the real binary on `--port 0`, real sockets, real files.
+
+mod util;
+
+mod cli;
+mod core;
