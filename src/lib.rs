@@ -2,3 +2,5 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod names;
+pub mod store;
