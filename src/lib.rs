@@ -23,3 +23,4 @@ pub mod names;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod tus;
