@@ -19,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod json;
+pub mod multipart;
 pub mod names;
 pub mod routes;
 pub mod server;
