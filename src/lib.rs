@@ -16,6 +16,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod download;
 pub mod error;
 pub mod http;
 pub mod json;

@@ -23,7 +23,7 @@ use crate::multipart::{self, Multipart};
 use crate::names::SafeName;
 use crate::store::{Saved, Store};
 use crate::tus::{self, Tus};
-use crate::{clock, json};
+use crate::{clock, download, json};
 
 /// The page, compiled in.
 const INDEX_HTML: &str = include_str!("../index.html");
@@ -140,26 +140,36 @@ fn dispatch(app: &App, head: &Head, body: &mut Body) -> Result<Response, Error> 
     }
 }
 
-fn download(app: &App, _head: &Head, _path: &str) -> Result<Response, Error> {
+/// `GET /files/<path>` (with `--allow-download`): the stored file, with
+/// single ranges; never through a symlink, never `.tinydrop`.
+fn download(app: &App, head: &Head, path: &str) -> Result<Response, Error> {
     if !app.config.allow_download {
         return Err(Error::Forbidden(
             "Downloads are off on this server (start it with --allow-download).".into(),
         ));
     }
-    Err(Error::Forbidden(
-        "Downloads are not available in this version yet.".into(),
-    ))
+    let (_, name) = file_name(path)?;
+    let (file, meta) = app.store.open_stored(&name)?;
+    download::respond(
+        name.as_str(),
+        file,
+        &meta,
+        head.header("range"),
+        head.header("if-none-match"),
+    )
 }
 
-fn delete(app: &App, _path: &str) -> Result<Response, Error> {
+/// `DELETE /files/<path>` (with `--allow-delete`).
+fn delete(app: &App, path: &str) -> Result<Response, Error> {
     if !app.config.allow_delete {
         return Err(Error::Forbidden(
             "Deleting is off on this server (start it with --allow-delete).".into(),
         ));
     }
-    Err(Error::Forbidden(
-        "Deleting is not available in this version yet.".into(),
-    ))
+    let (_, name) = file_name(path)?;
+    app.store.remove(&name)?;
+    info!("deleted {:?}", name.as_str());
+    Ok(Response::empty(204))
 }
 
 fn page() -> Response {
