@@ -14,6 +14,7 @@
 //!    through the same store when complete.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod download;

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use log::info;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::response::Payload;
@@ -36,6 +37,7 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub tus: Tus,
+    pub auth: Auth,
 }
 
 impl App {
@@ -43,7 +45,13 @@ impl App {
     pub fn new(config: Config) -> Result<App, Error> {
         let store = Store::open(&config.dir)?;
         let tus = Tus::open(store.tus_dir(), config.max_size, config.tus_expiry)?;
-        Ok(App { config, store, tus })
+        let auth = Auth::new(config.users.clone());
+        Ok(App {
+            config,
+            store,
+            tus,
+            auth,
+        })
     }
 }
 
@@ -104,7 +112,10 @@ impl<'a> Route<'a> {
 
 /// Answers one request. Never panics on client input; errors become JSON.
 pub fn handle(app: &App, head: &Head, body: &mut Body) -> Response {
-    let resp = match dispatch(app, head, body) {
+    let allowed = app
+        .auth
+        .check(body.peer().ip(), head.header("authorization"));
+    let resp = match allowed.and_then(|()| dispatch(app, head, body)) {
         Ok(resp) => resp,
         Err(e) => Response::error(&e, None),
     };

@@ -7,7 +7,11 @@ use std::time::Duration;
 use crate::util::*;
 
 fn get_with(s: &Server, method: &str, path: &str, extra: &str) -> Resp {
-    let mut c = s.connect();
+    get_from(s, "127.0.0.1", method, path, extra)
+}
+
+fn get_from(s: &Server, ip: &str, method: &str, path: &str, extra: &str) -> Resp {
+    let mut c = s.connect_from(ip);
     c.write_all(
         format!("{method} {path} HTTP/1.1\r\nHost: t\r\n{extra}Connection: close\r\n\r\n")
             .as_bytes(),
@@ -186,4 +190,133 @@ fn sigterm_lets_a_slow_upload_finish_and_exits_zero() {
         std::fs::read(s.dir.join("slow.bin")).unwrap().len(),
         body.len()
     );
+}
+
+/// `Authorization: Basic` for `user:pass`.
+fn basic(user_pass: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in user_pass.as_bytes().chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    format!("Authorization: Basic {out}\r\n")
+}
+
+const ROUTES: [(&str, &str); 9] = [
+    ("GET", "/"),
+    ("GET", "/api/health"),
+    ("GET", "/api/config"),
+    ("GET", "/api/files"),
+    ("PUT", "/files/a.txt"),
+    ("POST", "/"),
+    ("OPTIONS", "/api/tus/"),
+    ("POST", "/api/tus/"),
+    ("GET", "/nope"),
+];
+
+#[test]
+fn with_auth_every_route_needs_the_right_credentials() {
+    let s = Server::start(&["--auth", "ann:pa:ss", "--auth", "bob:other"]);
+    for (i, (method, path)) in ROUTES.into_iter().enumerate() {
+        // One address per route: five failures each stay under the lock-out.
+        let ip = format!("127.0.1.{}", i + 1);
+        for extra in [
+            String::new(),
+            basic("ann:wrong"),
+            basic("eve:pa:ss"),
+            "Authorization: Basic !!notbase64\r\n".to_string(),
+            "Authorization: Bearer abc\r\n".to_string(),
+        ] {
+            let r = get_from(
+                &s,
+                &ip,
+                method,
+                path,
+                &format!("{extra}Content-Length: 0\r\n"),
+            );
+            assert_eq!(r.status, 401, "{method} {path} with {extra:?}");
+            assert_eq!(
+                r.header("WWW-Authenticate")
+                    .map(|v| v.starts_with("Basic realm=\"tinydrop\"")),
+                Some(true)
+            );
+        }
+    }
+    let mut c = s.connect_from("127.0.0.3");
+    c.write_all(format!("PUT /files/a.txt HTTP/1.1\r\nHost: t\r\n{}Content-Length: 2\r\nConnection: close\r\n\r\nhi", basic("ann:pa:ss")).as_bytes()).unwrap();
+    assert_eq!(read_response(&mut c).unwrap().status, 201);
+    let mut c = s.connect_from("127.0.0.3");
+    c.write_all(
+        format!(
+            "GET /api/files HTTP/1.1\r\nHost: t\r\n{}Connection: close\r\n\r\n",
+            basic("bob:other")
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut c).unwrap().status, 200);
+    // The password never reaches the log.
+    assert!(!s
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("pa:ss") || l.contains("YW5uOnBhOnNz")));
+}
+
+#[test]
+fn ten_wrong_logins_from_one_address_get_429_for_a_while() {
+    let s = Server::start(&["--auth", "ann:secret"]);
+    for _ in 0..10 {
+        assert_eq!(
+            get_with(&s, "GET", "/api/health", &basic("ann:guess")).status,
+            401
+        );
+    }
+    let r = get_with(&s, "GET", "/api/health", &basic("ann:secret"));
+    assert_eq!(r.status, 429);
+    assert!(r.header("Retry-After").is_some());
+    let mut c = s.connect_from("127.0.0.4");
+    c.write_all(
+        format!(
+            "GET /api/health HTTP/1.1\r\nHost: t\r\n{}Connection: close\r\n\r\n",
+            basic("ann:secret")
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut c).unwrap().status, 200);
+}
+
+#[test]
+fn an_auth_file_holds_sha256_hashes_of_passwords() {
+    let tmp = TempDir::new();
+    let file = tmp.path().join("users");
+    // sha256("correct horse")
+    std::fs::write(
+        &file,
+        format!("# users\ncarol:{}\n", sha256_hex(b"correct horse")),
+    )
+    .unwrap();
+    let s = Server::start(&["--auth-file", file.to_str().unwrap()]);
+    assert_eq!(
+        get_with(&s, "GET", "/api/health", &basic("carol:correct horse")).status,
+        200
+    );
+    assert_eq!(
+        get_with(&s, "GET", "/api/health", &basic("carol:wrong")).status,
+        401
+    );
+    let (code, _, err) = run_cli(&["--auth-file", "/nonexistent/users"], &[]);
+    assert_eq!(code, 2, "{err}");
 }
