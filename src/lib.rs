@@ -23,6 +23,7 @@ pub mod http;
 pub mod json;
 pub mod multipart;
 pub mod names;
+pub mod qr;
 pub mod routes;
 pub mod server;
 pub mod store;
