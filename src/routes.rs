@@ -23,6 +23,7 @@ use crate::http::{percent_decode, Body, Framing, Head, Response};
 use crate::multipart::{self, Multipart};
 use crate::names::SafeName;
 use crate::store::{Saved, Store};
+use crate::tls::Acceptor;
 use crate::tus::{self, Tus};
 use crate::{clock, download, json};
 
@@ -38,11 +39,13 @@ pub struct App {
     pub store: Store,
     pub tus: Tus,
     pub auth: Auth,
+    /// Set when serving HTTPS.
+    pub tls: Option<Acceptor>,
 }
 
 impl App {
     /// Opens DIR (creating it) and the resumable uploads kept in it.
-    pub fn new(config: Config) -> Result<App, Error> {
+    pub fn new(config: Config, tls: Option<Acceptor>) -> Result<App, Error> {
         let store = Store::open(&config.dir)?;
         let tus = Tus::open(store.tus_dir(), config.max_size, config.tus_expiry)?;
         let auth = Auth::new(config.users.clone());
@@ -51,6 +54,7 @@ impl App {
             store,
             tus,
             auth,
+            tls,
         })
     }
 }
