@@ -4,3 +4,5 @@ mod util;
 
 mod cli;
 mod core;
+mod tus;
+mod tus_clients;
