@@ -5,3 +5,5 @@ mod util;
 mod access;
 mod cli;
 mod core;
+mod tus;
+mod tus_clients;
