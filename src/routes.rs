@@ -124,8 +124,15 @@ pub fn handle(app: &App, head: &Head, body: &mut Body) -> Response {
         Err(e) => Response::error(&e, None),
     };
     if head.path.starts_with("/api/tus") {
-        // Every tus answer names the protocol version, errors included.
-        resp.with_header("Tus-Resumable", TUS_VERSION)
+        let _ = app.tus.sweep_if_due();
+        // Every tus answer names the protocol version, errors included; a
+        // 412 also says which versions this server speaks.
+        let resp = resp.with_header("Tus-Resumable", TUS_VERSION);
+        if resp.status == 412 {
+            resp.with_header("Tus-Version", TUS_VERSION)
+        } else {
+            resp
+        }
     } else {
         resp
     }
@@ -490,7 +497,6 @@ fn expires_header(expires: std::time::SystemTime) -> String {
 /// `POST /api/tus/`: creation, and creation-with-upload when a body comes.
 fn tus_create(app: &App, head: &Head, body: &mut Body) -> Result<Response, Error> {
     tus_check_version(head)?;
-    let _ = app.tus.sweep_if_due();
     if head.header("upload-defer-length").is_some() {
         return Err(Error::BadRequest(
             "This server needs Upload-Length at creation (no deferred length).".into(),

@@ -246,7 +246,11 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>, shared: Arc<Shared>, app: Arc<App>) {
             continue;
         }
         if job.queued_at.elapsed() > shared.limits.queue_wait {
-            reject(job.stream, "The server is busy; try again shortly.", &shared);
+            reject(
+                job.stream,
+                "The server is busy; try again shortly.",
+                &shared,
+            );
             continue;
         }
         let peer = job.peer;

@@ -20,18 +20,33 @@ pub enum Acceptor {}
 impl Acceptor {
     /// Loads a PEM certificate chain and private key; errors are sentences
     /// for the person starting the server.
-    pub fn from_pem_files(cert: &std::path::Path, key: &std::path::Path) -> Result<Acceptor, String> {
+    pub fn from_pem_files(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<Acceptor, String> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
             .and_then(|it| it.collect::<Result<_, _>>())
-            .map_err(|e| format!("cannot read a certificate from --tls-cert {}: {e}.", cert.display()))?;
+            .map_err(|e| {
+                format!(
+                    "cannot read a certificate from --tls-cert {}: {e}.",
+                    cert.display()
+                )
+            })?;
         if certs.is_empty() {
-            return Err(format!("--tls-cert {} holds no certificate.", cert.display()));
+            return Err(format!(
+                "--tls-cert {} holds no certificate.",
+                cert.display()
+            ));
         }
-        let key = PrivateKeyDer::from_pem_file(key)
-            .map_err(|e| format!("cannot read a private key from --tls-key {}: {e}.", key.display()))?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+            format!(
+                "cannot read a private key from --tls-key {}: {e}.",
+                key.display()
+            )
+        })?;
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -40,7 +55,9 @@ impl Acceptor {
             .with_single_cert(certs, key)
             .map_err(|e| format!("the TLS certificate and key do not work together: {e}."))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Acceptor { config: std::sync::Arc::new(config) })
+        Ok(Acceptor {
+            config: std::sync::Arc::new(config),
+        })
     }
 
     /// Wraps `tcp`; the handshake happens on the first read, in the worker,
