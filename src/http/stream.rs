@@ -10,22 +10,48 @@ use std::time::Duration;
 /// A client connection's transport.
 pub enum Stream {
     Plain(TcpStream),
+    /// Bytes in memory, handed out at most `chunk` at a time: for tests and
+    /// fuzzing of the parsers above, which then see every way a stream splits.
+    Memory(Memory),
     #[cfg(feature = "tls")]
     Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
 }
 
+/// An in-memory stream: what a client sends, and what the server wrote.
+pub struct Memory {
+    input: Vec<u8>,
+    pos: usize,
+    chunk: usize,
+    /// Everything written to the stream.
+    pub output: Vec<u8>,
+}
+
 impl Stream {
-    fn tcp(&self) -> &TcpStream {
+    /// A stream that reads `input`, at most `chunk` bytes per read.
+    pub fn memory(input: Vec<u8>, chunk: usize) -> Stream {
+        Stream::Memory(Memory {
+            input,
+            pos: 0,
+            chunk: chunk.max(1),
+            output: Vec::new(),
+        })
+    }
+
+    fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Stream::Plain(s) => s,
+            Stream::Plain(s) => Some(s),
+            Stream::Memory(_) => None,
             #[cfg(feature = "tls")]
-            Stream::Tls(s) => &s.sock,
+            Stream::Tls(s) => Some(&s.sock),
         }
     }
 
     /// The deadline of each read on the socket underneath.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.tcp().set_read_timeout(timeout)
+        match self.tcp() {
+            Some(tcp) => tcp.set_read_timeout(timeout),
+            None => Ok(()),
+        }
     }
 
     /// Ends the sending side: TLS says close_notify first.
@@ -35,7 +61,9 @@ impl Stream {
             s.conn.send_close_notify();
             let _ = s.flush();
         }
-        let _ = self.tcp().shutdown(Shutdown::Write);
+        if let Some(tcp) = self.tcp() {
+            let _ = tcp.shutdown(Shutdown::Write);
+        }
     }
 }
 
@@ -43,6 +71,12 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(buf),
+            Stream::Memory(m) => {
+                let n = buf.len().min(m.chunk).min(m.input.len() - m.pos);
+                buf[..n].copy_from_slice(&m.input[m.pos..m.pos + n]);
+                m.pos += n;
+                Ok(n)
+            }
             #[cfg(feature = "tls")]
             Stream::Tls(s) => match s.read(buf) {
                 // A client that closes without close_notify has still ended the
@@ -58,6 +92,10 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(s) => s.write(buf),
+            Stream::Memory(m) => {
+                m.output.extend_from_slice(buf);
+                Ok(buf.len())
+            }
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.write(buf),
         }
@@ -66,6 +104,7 @@ impl Write for Stream {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Plain(s) => s.flush(),
+            Stream::Memory(_) => Ok(()),
             #[cfg(feature = "tls")]
             Stream::Tls(s) => s.flush(),
         }
