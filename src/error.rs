@@ -192,6 +192,13 @@ impl From<io::Error> for Error {
         if is_disk_full(&e) {
             return Error::DiskFull;
         }
+        // ENAMETOOLONG: DIR plus a legal name can exceed what the file system takes.
+        if e.raw_os_error() == Some(36) {
+            return Error::BadRequest(
+                "The file name is too long for the server's file system; use a shorter name or fewer folders."
+                    .into(),
+            );
+        }
         match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout,
             io::ErrorKind::UnexpectedEof

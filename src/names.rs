@@ -150,12 +150,15 @@ impl fmt::Display for SafeName {
 }
 
 /// `C:foo` -> `foo`, `c:` -> ``; anything else unchanged.
-fn strip_drive(segment: &str) -> &str {
-    let bytes = segment.as_bytes();
-    if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
-        &segment[2..]
-    } else {
-        segment
+fn strip_drive(mut segment: &str) -> &str {
+    // Repeatedly: `C:C:x` must not leave a drive letter behind.
+    loop {
+        let bytes = segment.as_bytes();
+        if bytes.len() >= 2 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' {
+            segment = &segment[2..];
+        } else {
+            return segment;
+        }
     }
 }
 
@@ -380,6 +383,23 @@ mod tests {
         assert_eq!(version_name(".bashrc", 3), ".bashrc (3)");
         assert_eq!(version_name("README", 10), "README (10)");
         assert_eq!(version_name("x.y.z", 1), "x.y (1).z");
+    }
+
+    /// Found by `cargo fuzz run names` (fuzz/): one drive letter is stripped,
+    /// a second one stays, so the safe name still starts with `C:` and
+    /// parsing it again gives another name.
+    #[test]
+    fn a_safe_name_never_starts_with_a_drive_letter_and_parses_to_itself() {
+        for input in ["C:C:t", "c:D:x.txt", "C:C:\\x", "C:c:/Windows/x", "C:\\C:x"] {
+            let name = SafeName::parse(input).expect("safe");
+            let first = name.segments().next().unwrap_or_default().as_bytes();
+            assert!(
+                !(first.len() >= 2 && first[0].is_ascii_alphabetic() && first[1] == b':'),
+                "{input:?} -> {name}: starts with a drive letter"
+            );
+            let again = SafeName::parse(name.as_str()).expect("safe again");
+            assert_eq!(again, name, "{input:?}: not a fixed point");
+        }
     }
 
     #[test]

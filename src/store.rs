@@ -347,7 +347,27 @@ impl Store {
         serialize: bool,
     ) -> Result<Saved, Error> {
         let mut created = Vec::new();
-        let dir = self.make_parents(name, &mut created)?;
+        let result = self.publish_into(src, name, size, sha256, serialize, &mut created);
+        if result.is_err() {
+            // Folders made for this file and still empty go again.
+            for dir in created.iter().rev() {
+                let _ = fs::remove_dir(dir);
+            }
+        }
+        result
+    }
+
+    /// [`Store::publish_synced`]'s work; `created` collects the folders it makes.
+    fn publish_into(
+        &self,
+        src: &Path,
+        name: &SafeName,
+        size: u64,
+        sha256: &str,
+        serialize: bool,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<Saved, Error> {
+        let dir = self.make_parents(name, created)?;
         let file_name = name.file_name();
         let mut restarts = 0;
         let (candidate, duplicate, linked) = loop {

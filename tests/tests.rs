@@ -8,3 +8,4 @@ mod core;
 mod tls;
 mod tus;
 mod tus_clients;
+mod uploads;
