@@ -148,6 +148,7 @@ test('progress rises monotonically under throttling', { timeout: 60000 }, async 
       statuses: [...document.querySelectorAll('[data-name]')].map((e) => e.dataset.status),
     }));
     seen.push(s);
+    if (seen.length === 15) await L.screenshot(p.page, 'uploading-desktop-light');
     if (s.statuses.length === 2 && s.statuses.every((x) => x === 'saved')) break;
     assert.ok(Date.now() - t0 < 40000, 'upload did not finish');
     await L.sleep(100);
@@ -323,6 +324,11 @@ test('no request leaves the origin, and the CSP is as expected', { timeout: 6000
 test('keyboard: Tab reaches the drop zone, focus is visible, Enter and Space open the picker', { timeout: 60000 }, async () => {
   const { srv } = await server();
   const p = await page(srv);
+  await p.page.evaluate(() => {
+    window.__log = [];
+    document.getElementById('file-input').addEventListener('click', () => window.__log.push('click ' + navigator.userActivation.isActive));
+    document.addEventListener('keydown', (e) => window.__log.push('keydown ' + e.key + ' on ' + document.activeElement.id), true);
+  });
   await p.page.keyboard.press('Tab');
   assert.equal(await p.page.evaluate(() => document.activeElement.id), 'drop-zone');
   const outline = await p.page.evaluate(() => {
@@ -331,10 +337,25 @@ test('keyboard: Tab reaches the drop zone, focus is visible, Enter and Space ope
   });
   assert.notEqual(outline.style, 'none');
   assert.ok(outline.width >= 2, `outline ${outline.width}px`);
+  // Playwright turns on Chromium's file-chooser interception when the first
+  // 'filechooser' listener is added, asynchronously: add it, then give it a
+  // round trip, before the key press (else the press can race it and open a
+  // native dialog that blocks every later chooser).
+  const choosers = [];
+  p.page.on('filechooser', (fc) => choosers.push(fc));
+  await L.sleep(300);
+  await p.page.evaluate(() => 0);
   for (const key of ['Enter', 'Space']) {
-    const chooser = p.page.waitForEvent('filechooser', { timeout: 10000 }).catch((e) => { throw new Error(`${key} opened no file chooser: ${e.message}`); });
+    const n = choosers.length;
     await p.page.keyboard.press(key);
-    assert.equal((await chooser).isMultiple(), true, key);
+    const t0 = Date.now();
+    while (choosers.length === n && Date.now() - t0 < 10000) await L.sleep(50);
+    const log = await p.page.evaluate(() => window.__log.join(', '));
+    assert.equal(choosers.length, n + 1, `${key} opened a file chooser (${log})`);
+    const fc = choosers[n];
+    assert.equal(fc.isMultiple(), true, key);
+    // Close the chooser (choose nothing): Chromium opens no second one while one is open.
+    await fc.setFiles([]);
   }
   assert.equal(await p.page.evaluate(() => document.activeElement.id), 'drop-zone');
   await L.screenshot(p.page, 'keyboard-focus');
@@ -387,8 +408,11 @@ test('queuing 10,000 files keeps the tab responsive', { timeout: 60000 }, async 
   await p.page.waitForFunction(() => document.querySelectorAll('[data-name]').length === 10000, null, { timeout: 30000, polling: 100 });
   const wall = Date.now() - t0;
   const s = await p.page.evaluate(() => ({ ...window.tinydrop }));
-  console.log(`# 10,000 files queued: rows built ${s.lastQueueMs} ms after the change event, ${wall} ms wall clock including setInputFiles; longest frame gap ${s.maxFrameGapMs} ms`);
-  assert.ok(s.maxFrameGapMs < 1000, `longest frame gap ${s.maxFrameGapMs} ms`);
+  console.log(`# 10,000 files queued: ${wall} ms wall clock from setInputFiles to 10,000 rows; in the page: ` +
+    `change handler ${s.enqueueMs} ms, rows built ${s.lastQueueMs} ms after it, longest frame gap meanwhile ` +
+    `${s.queueMaxFrameGapMs} ms (longest overall, including Chromium's own file-list work: ${s.maxFrameGapMs} ms)`);
+  assert.ok(s.enqueueMs < 500, `change handler took ${s.enqueueMs} ms`);
+  assert.ok(s.queueMaxFrameGapMs < 1000, `longest frame gap while building rows ${s.queueMaxFrameGapMs} ms`);
   // Uploads are running meanwhile, 5 at a time; let some finish, then stop.
   await p.page.waitForFunction(() => document.querySelectorAll('[data-status="saved"]').length >= 20, null, { timeout: 20000 });
   assert.ok(s.maxInflight <= 5);
