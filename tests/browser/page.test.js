@@ -382,6 +382,13 @@ test('phone 390x844 has no horizontal scroll; screenshots light and dark', { tim
     await L.waitAllFinal(p.page, 3);
     await p.page.waitForFunction(() => document.querySelectorAll('#file-list li').length >= 3);
     assert.ok(await overflow() <= 0, `no horizontal scroll (${await overflow()} px too wide)`);
+    // Each queue row: name on the left, size flush right, status flush right below.
+    const misplaced = await p.page.evaluate(() => [...document.querySelectorAll('[data-name]')].filter((row) => {
+      const r = row.getBoundingClientRect(), s = row.querySelector('.s').getBoundingClientRect();
+      const st = row.querySelector('.st').getBoundingClientRect(), n = row.querySelector('.n').getBoundingClientRect();
+      return r.right - s.right > 6 || r.right - st.right > 6 || n.right > s.left;
+    }).map((row) => row.dataset.name));
+    assert.deepEqual(misplaced, [], 'row layout');
     await L.screenshot(p.page, `phone-${scheme}`);
     clean(p);
   }
