@@ -50,18 +50,19 @@ test('files through the picker arrive byte-identical (empty, unicode, quotes, 20
   want['grüße – 日本語 ✓.txt'] = L.writeText(path.join(src, 'grüße – 日本語 ✓.txt'), 'unicode name\n');
   want['say "hi" it\'s.txt'] = L.writeText(path.join(src, 'say "hi" it\'s.txt'), 'quotes\n');
   want['100% done.txt'] = L.writeText(path.join(src, '100% done.txt'), 'percent\n');
+  want['empty "quoted".txt'] = L.writeText(path.join(src, 'empty "quoted".txt'), ''); // empty, through tus
   want['big.bin'] = await L.writeSeeded(path.join(src, 'big.bin'), 20 * MiB, 7);
   const p = await page(srv);
   await p.page.setInputFiles('#file-input', Object.keys(want).map((n) => path.join(src, n)));
-  const st = await L.waitAllFinal(p.page, 5);
+  const st = await L.waitAllFinal(p.page, 6);
   for (const n of Object.keys(want)) assert.equal(st[n], 'saved', n);
   assert.deepEqual(await L.hashTree(srv.dir), want);
   // The stored list shows them, with sizes.
-  await p.page.waitForFunction(() => document.querySelectorAll('#file-list li').length >= 5);
+  await p.page.waitForFunction(() => document.querySelectorAll('#file-list li').length >= 6);
   const listed = await p.page.locator('#file-list').innerText();
   assert.match(listed, /big\.bin/);
   assert.match(listed, /20 MB/);
-  assert.match(await p.page.locator('#summary').innerText(), /5 saved/);
+  assert.match(await p.page.locator('#summary').innerText(), /6 saved/);
   await L.screenshot(p.page, 'picker-desktop-light');
   clean(p);
 });
