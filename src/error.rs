@@ -28,6 +28,8 @@ pub enum Error {
     PreconditionFailed(String),
     /// The body (or one file in it) is larger than `--max-size`.
     TooLarge { limit: u64 },
+    /// A `Range` lies outside the file.
+    RangeNotSatisfiable(String),
     /// The request target is longer than the head limit.
     UriTooLong,
     /// The content type is not one this route takes.
@@ -101,6 +103,7 @@ impl Error {
             Error::PreconditionFailed(_) => 412,
             Error::TooLarge { .. } => 413,
             Error::UriTooLong => 414,
+            Error::RangeNotSatisfiable(_) => 416,
             Error::UnsupportedMediaType(_) => 415,
             Error::Locked(_) => 423,
             Error::TooManyRequests => 429,
@@ -144,6 +147,7 @@ impl fmt::Display for Error {
                 human_size(*limit)
             ),
             Error::UriTooLong => f.write_str("The request path is too long."),
+            Error::RangeNotSatisfiable(why) => f.write_str(why),
             Error::UnsupportedMediaType(why) => f.write_str(why),
             Error::Locked(why) => f.write_str(why),
             Error::TooManyRequests => {

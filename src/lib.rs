@@ -14,13 +14,16 @@
 //!    through the same store when complete.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod download;
 pub mod error;
 pub mod http;
 pub mod json;
 pub mod multipart;
 pub mod names;
+pub mod qr;
 pub mod routes;
 pub mod server;
 pub mod store;

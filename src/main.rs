@@ -42,17 +42,18 @@ fn run(config: Config) -> Result<(), String> {
     let threads = config.threads;
     let limits = config.limits.clone();
     let dir = config.dir.clone();
+    let qr = config.qr;
     log::info!("{config}");
     let app = App::new(config).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
     server::serve(listener, Arc::new(app), threads, limits, || {
-        print_urls(local)
+        print_urls(local, qr)
     })
     .map_err(|e| format!("the server failed: {e}."))
 }
 
 /// First line `listening on http://ADDR:PORT/` (scripts read the port from
 /// it), then one URL per address a person on the network can open.
-fn print_urls(local: SocketAddr) {
+fn print_urls(local: SocketAddr, qr: bool) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening on {}", url(local.ip(), local.port()));
     if local.ip().is_unspecified() {
@@ -65,11 +66,28 @@ fn print_urls(local: SocketAddr) {
             .collect();
         ips.sort_by_key(|ip| (ip.is_ipv6(), *ip));
         ips.dedup();
-        for ip in ips {
-            let _ = writeln!(out, "  {}", url(ip, local.port()));
+        for ip in &ips {
+            let _ = writeln!(out, "  {}", url(*ip, local.port()));
         }
+        if qr {
+            match ips.first() {
+                Some(ip) => print_qr(&mut out, &url(*ip, local.port())),
+                None => log::warn!("--qr: this machine has no network address to show"),
+            }
+        }
+    } else if qr {
+        print_qr(&mut out, &url(local.ip(), local.port()));
     }
     let _ = out.flush();
+}
+
+fn print_qr(out: &mut impl Write, url: &str) {
+    match tinydrop::qr::render(url) {
+        Some(code) => {
+            let _ = writeln!(out, "\nscan to open {url}:\n{code}");
+        }
+        None => log::warn!("--qr: {url} does not fit in a QR code"),
+    }
 }
 
 fn url(ip: IpAddr, port: u16) -> String {

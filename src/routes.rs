@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use log::info;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::response::Payload;
@@ -23,7 +24,7 @@ use crate::multipart::{self, Multipart};
 use crate::names::SafeName;
 use crate::store::{Saved, Store};
 use crate::tus::{self, Tus};
-use crate::{clock, json};
+use crate::{clock, download, json};
 
 /// The page, compiled in.
 const INDEX_HTML: &str = include_str!("../index.html");
@@ -36,6 +37,7 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub tus: Tus,
+    pub auth: Auth,
 }
 
 impl App {
@@ -43,7 +45,13 @@ impl App {
     pub fn new(config: Config) -> Result<App, Error> {
         let store = Store::open(&config.dir)?;
         let tus = Tus::open(store.tus_dir(), config.max_size, config.tus_expiry)?;
-        Ok(App { config, store, tus })
+        let auth = Auth::new(config.users.clone());
+        Ok(App {
+            config,
+            store,
+            tus,
+            auth,
+        })
     }
 }
 
@@ -104,7 +112,10 @@ impl<'a> Route<'a> {
 
 /// Answers one request. Never panics on client input; errors become JSON.
 pub fn handle(app: &App, head: &Head, body: &mut Body) -> Response {
-    let resp = match dispatch(app, head, body) {
+    let allowed = app
+        .auth
+        .check(body.peer().ip(), head.header("authorization"));
+    let resp = match allowed.and_then(|()| dispatch(app, head, body)) {
         Ok(resp) => resp,
         Err(e) => Response::error(&e, None),
     };
@@ -140,26 +151,36 @@ fn dispatch(app: &App, head: &Head, body: &mut Body) -> Result<Response, Error> 
     }
 }
 
-fn download(app: &App, _head: &Head, _path: &str) -> Result<Response, Error> {
+/// `GET /files/<path>` (with `--allow-download`): the stored file, with
+/// single ranges; never through a symlink, never `.tinydrop`.
+fn download(app: &App, head: &Head, path: &str) -> Result<Response, Error> {
     if !app.config.allow_download {
         return Err(Error::Forbidden(
             "Downloads are off on this server (start it with --allow-download).".into(),
         ));
     }
-    Err(Error::Forbidden(
-        "Downloads are not available in this version yet.".into(),
-    ))
+    let (_, name) = file_name(path)?;
+    let (file, meta) = app.store.open_stored(&name)?;
+    download::respond(
+        name.as_str(),
+        file,
+        &meta,
+        head.header("range"),
+        head.header("if-none-match"),
+    )
 }
 
-fn delete(app: &App, _path: &str) -> Result<Response, Error> {
+/// `DELETE /files/<path>` (with `--allow-delete`).
+fn delete(app: &App, path: &str) -> Result<Response, Error> {
     if !app.config.allow_delete {
         return Err(Error::Forbidden(
             "Deleting is off on this server (start it with --allow-delete).".into(),
         ));
     }
-    Err(Error::Forbidden(
-        "Deleting is not available in this version yet.".into(),
-    ))
+    let (_, name) = file_name(path)?;
+    app.store.remove(&name)?;
+    info!("deleted {:?}", name.as_str());
+    Ok(Response::empty(204))
 }
 
 fn page() -> Response {

@@ -394,6 +394,57 @@ impl Store {
         })
     }
 
+    /// Where stored file `name` is, if every folder on the way is a real
+    /// folder and the file a regular file: no symlink is followed, and
+    /// `.tinydrop` cannot be named (the name rules refuse it).
+    fn stored_path(&self, name: &SafeName) -> Result<PathBuf, Error> {
+        let missing = || Error::NotFound(format!("No file is stored as `{name}`."));
+        let mut path = self.root.clone();
+        for segment in name.parent().split('/').filter(|s| !s.is_empty()) {
+            path.push(segment);
+            match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => {}
+                _ => return Err(missing()),
+            }
+        }
+        path.push(name.file_name());
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => Ok(path),
+            _ => Err(missing()),
+        }
+    }
+
+    /// Opens stored file `name` for reading, never through a symlink.
+    /// [`Error::NotFound`] when there is no such regular file.
+    pub fn open_stored(&self, name: &SafeName) -> Result<(File, fs::Metadata), Error> {
+        let path = self.stored_path(name)?;
+        let file = open_no_follow(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::NotFound(format!("No file is stored as `{name}`.")),
+            _ => Error::from(e),
+        })?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(Error::NotFound(format!("No file is stored as `{name}`.")));
+        }
+        Ok((file, meta))
+    }
+
+    /// Deletes stored file `name` (a regular file, reached without following
+    /// a symlink) and fsyncs its folder. [`Error::NotFound`] otherwise.
+    pub fn remove(&self, name: &SafeName) -> Result<(), Error> {
+        let path = self.stored_path(name)?;
+        let _publishing = self.lock_publish();
+        fs::remove_file(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => Error::NotFound(format!("No file is stored as `{name}`.")),
+            _ => Error::from(e),
+        })?;
+        self.lock_hashes().remove(&path);
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
     /// Creates the folders of `name` under DIR, each existing one checked to
     /// be a real folder (not a symlink, not a file). Returns the innermost.
     fn make_parents(&self, name: &SafeName, created: &mut Vec<PathBuf>) -> Result<PathBuf, Error> {

@@ -118,3 +118,39 @@ fn sigterm_when_idle_exits_zero_quickly() {
     s.signal("TERM");
     assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+#[test]
+fn qr_prints_a_scannable_block_after_the_urls() {
+    use std::io::{BufRead, BufReader};
+    let tmp = TempDir::new();
+    let mut child = Command::new(BIN)
+        .args(["--port", "0", "--bind", "127.0.0.1", "--qr"])
+        .arg(tmp.path().join("u"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.starts_with("listening on http://127.0.0.1:"),
+        "{first}"
+    );
+    let mut block = Vec::new();
+    for line in lines.by_ref().take(40) {
+        let line = line.unwrap();
+        if line.starts_with('█') {
+            block.push(line);
+        } else if !block.is_empty() {
+            break;
+        }
+        if block.len() > 10 && block.last().is_some_and(|l| l.chars().all(|c| c == '█')) {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(block.len() >= 11, "no QR block: {block:?}");
+    let width = block[0].chars().count();
+    assert!(block.iter().all(|l| l.chars().count() == width));
+}

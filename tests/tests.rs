@@ -2,5 +2,6 @@
 
 mod util;
 
+mod access;
 mod cli;
 mod core;

@@ -53,8 +53,10 @@ impl Response {
         if let Error::MethodNotAllowed { allow } = e {
             r = r.with_header("Allow", *allow);
         }
-        if e.status() == 503 {
-            r = r.with_header("Retry-After", "1");
+        match e.status() {
+            503 => r = r.with_header("Retry-After", "1"),
+            429 => r = r.with_header("Retry-After", "60"),
+            _ => {}
         }
         if e.status() == 401 {
             r = r.with_header(

@@ -1,0 +1,40 @@
+# tinydrop: the two commands a person needs are `make run` and `make test`.
+
+CARGO ?= cargo
+PORT ?= 8080
+DIR ?= ./uploads
+
+.PHONY: run build release test check unit browser-test setup clean
+
+## Build the release binary and serve ./uploads on port 8080.
+run: release
+	./target/release/tinydrop --port $(PORT) $(DIR)
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+## Everything CI checks: formatting, lints, unit and integration tests,
+## real tus clients and browser tests (installed when missing).
+test: setup check unit browser-test
+
+check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --no-deps --quiet
+
+unit:
+	$(CARGO) build
+	$(CARGO) test
+
+## Installs what the tests use (Debian's chromium, npm and pip test clients), only what is missing.
+setup:
+	bash tests/setup.sh
+
+browser-test:
+	@if [ -f tests/browser/run.js ]; then TINYDROP_BIN=target/debug/tinydrop node --test tests/browser/; fi
+
+clean:
+	$(CARGO) clean
