@@ -203,8 +203,48 @@ async function hashTree(dir) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * A TCP proxy in front of the server that, once, stops forwarding a request
+ * body after `afterBytes` bytes of one connection (the connection stays open:
+ * a stall, as Safari sometimes produces). When the client gives up and closes
+ * its side, the proxy closes the server side too, as a real cut would.
+ */
+function stallProxy(target, afterBytes) {
+  const net = require('node:net');
+  const state = { stalled: false, conns: new Set(), held: null };
+  const server = net.createServer((client) => {
+    // The page gave up on the stalled request and came back: cut the held
+    // pair, as the browser's abort would have (a paused socket may not notice).
+    if (state.held) { for (const c of state.held) c.destroy(); state.held = null; }
+    const upstream = net.connect(target, '127.0.0.1');
+    state.conns.add(client); state.conns.add(upstream);
+    let sent = 0;
+    client.on('data', (d) => {
+      if (!state.stalled && sent + d.length > afterBytes) {
+        // Stop reading: TCP back-pressure stops the browser's sending, so no
+        // progress events and no error, until the watchdog acts.
+        state.stalled = true;
+        state.held = [client, upstream];
+        upstream.write(d.subarray(0, Math.max(0, afterBytes - sent)));
+        client.pause();
+        return;
+      }
+      sent += d.length;
+      upstream.write(d);
+    });
+    upstream.on('data', (d) => client.write(d));
+    const close = () => { client.destroy(); upstream.destroy(); };
+    client.on('close', close); upstream.on('close', close);
+    client.on('error', close); upstream.on('error', close);
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
+    resolve({ port: server.address().port, origin: `http://127.0.0.1:${server.address().port}`, state,
+      close: () => new Promise((r) => { for (const c of state.conns) c.destroy(); server.close(() => r()); }) });
+  }));
+}
+
 module.exports = {
   ROOT, BIN, SHOTS, MiB, startServer, killServer, restartServer, launch, openPage, throttle,
   dropPaths, waitAllFinal, screenshot, tempDir, rmrf, writeSeeded, writeText, sha256File,
-  hashTree, sleep,
+  hashTree, sleep, stallProxy,
 };

@@ -219,6 +219,34 @@ test('an error the server explains shows its sentence, and is not retried', { ti
   clean(p);
 });
 
+test('a refused upload shows the server\'s sentence; "Retry failed" sends it again', { timeout: 60000 }, async () => {
+  const { srv } = await server();
+  const src = data('src');
+  const f = path.join(src, 'refused.txt');
+  const sum = L.writeText(f, 'refused once');
+  const p = await page(srv);
+  // The first multipart POST is answered 403 with a sentence, as a server would.
+  let refused = 0;
+  await p.page.route(srv.origin + '/', (route) => {
+    if (route.request().method() !== 'POST' || refused++) return route.continue();
+    return route.fulfill({ status: 403, contentType: 'application/json',
+      body: JSON.stringify({ error: 'Uploads are closed for the moment.' }) });
+  });
+  await p.page.setInputFiles('#file-input', f);
+  await L.waitAllFinal(p.page, 1);
+  const row = p.page.locator('[data-name="refused.txt"]');
+  assert.equal(await row.getAttribute('data-status'), 'error');
+  assert.match(await row.innerText(), /Uploads are closed for the moment\./);
+  assert.equal(refused, 1, 'a 403 is not retried by itself');
+  assert.match(await p.page.locator('#summary').innerText(), /1 failed/);
+  await L.screenshot(p.page, 'refused');
+  await p.page.click('#retry-failed');
+  await p.page.waitForFunction(() => document.querySelector('[data-name="refused.txt"]').dataset.status === 'saved');
+  assert.deepEqual(await L.hashTree(srv.dir), { 'refused.txt': sum });
+  assert.equal(await p.page.locator('#retry-failed').isVisible(), false);
+  clean(p);
+});
+
 test('server killed mid-upload and restarted: the page finishes every file by itself', { timeout: 60000 }, async () => {
   const h = await server();
   const src = data('src');
@@ -302,6 +330,27 @@ test('page reloaded at ~40% of a big upload: choosing the same file again resume
   assert.deepEqual(await L.hashTree(srv.dir), { 'reload40.bin': sum });
   const left = await p.page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('tinydrop:tus:')));
   assert.deepEqual(left, [], 'the key is removed when the upload is finished');
+  clean(p);
+});
+
+test('a stalled upload (no progress, no error) is aborted by the watchdog and resumed', { timeout: 60000 }, async () => {
+  const { srv } = await server();
+  const src = data('src');
+  const f = path.join(src, 'stall.bin');
+  const sum = await L.writeSeeded(f, 24 * MiB, 24);
+  const proxy = await L.stallProxy(srv.port, 6 * MiB);
+  cleanup.push(() => proxy.close());
+  const p = await page(proxy);
+  await p.page.evaluate(() => localStorage.setItem('tinydrop:stall-ms', '3000'));
+  await p.page.reload();
+  const offs = patchOffsets(p.page);
+  await p.page.setInputFiles('#file-input', f);
+  const st = await L.waitAllFinal(p.page, 1, 45000);
+  assert.ok(proxy.state.stalled, 'the proxy stalled an upload');
+  assert.ok(await p.page.evaluate(() => window.tinydrop.stalls) >= 1, 'the watchdog fired');
+  assert.equal(st['stall.bin'], 'saved');
+  assert.ok(offs.length >= 2 && offs[offs.length - 1] > 0, `resumed with Upload-Offset > 0 (${offs})`);
+  assert.deepEqual(await L.hashTree(srv.dir), { 'stall.bin': sum });
   clean(p);
 });
 
