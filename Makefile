@@ -23,11 +23,14 @@ test: setup check unit browser-test
 check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets --features tls -- -D warnings
 	RUSTDOCFLAGS=-Dwarnings $(CARGO) doc --no-deps --quiet
 
+## The default build, then the TLS build (its own binary, its own tests).
 unit:
 	$(CARGO) build
 	$(CARGO) test
+	$(CARGO) test --features tls --test integration tls
 
 ## Installs what the tests use (Debian's chromium, npm and pip test clients), only what is missing.
 setup:

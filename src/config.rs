@@ -320,9 +320,9 @@ pub fn parse<S: AsRef<str>>(
         (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
         _ => return Err(UsageError("--tls-cert and --tls-key go together.".into())),
     };
-    if tls.is_some() {
+    if tls.is_some() && !cfg!(feature = "tls") {
         return Err(UsageError(
-            "This build has no TLS support; put tinydrop behind a TLS proxy such as Caddy or nginx.".into(),
+            "This build has no TLS support; build with `cargo build --release --features tls`, or put tinydrop behind a TLS proxy.".into(),
         ));
     }
 

@@ -27,4 +27,5 @@ pub mod qr;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod tus;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tinydrop::config::{self, Command, Config};
 use tinydrop::routes::App;
+use tinydrop::tls::Acceptor;
 use tinydrop::{clock, server};
 
 fn main() -> ExitCode {
@@ -44,11 +45,26 @@ fn run(config: Config) -> Result<(), String> {
     let dir = config.dir.clone();
     let qr = config.qr;
     log::info!("{config}");
-    let app = App::new(config).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
+    let tls = load_tls(&config)?;
+    let app = App::new(config, tls).map_err(|e| format!("cannot use {}: {e}", dir.display()))?;
     server::serve(listener, Arc::new(app), threads, limits, || {
         print_urls(local, qr)
     })
     .map_err(|e| format!("the server failed: {e}."))
+}
+
+#[cfg(feature = "tls")]
+fn load_tls(config: &Config) -> Result<Option<Acceptor>, String> {
+    match &config.tls {
+        Some((cert, key)) => Acceptor::from_pem_files(cert, key).map(Some),
+        None => Ok(None),
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn load_tls(_config: &Config) -> Result<Option<Acceptor>, String> {
+    // The command line refuses --tls-cert in this build.
+    Ok(None)
 }
 
 /// First line `listening on http://ADDR:PORT/` (scripts read the port from

@@ -23,6 +23,7 @@ use crate::http::{percent_decode, Body, Framing, Head, Response};
 use crate::multipart::{self, Multipart};
 use crate::names::SafeName;
 use crate::store::{Saved, Store};
+use crate::tls::Acceptor;
 use crate::tus::{self, Tus};
 use crate::{clock, download, json};
 
@@ -38,11 +39,13 @@ pub struct App {
     pub store: Store,
     pub tus: Tus,
     pub auth: Auth,
+    /// Set when serving HTTPS.
+    pub tls: Option<Acceptor>,
 }
 
 impl App {
     /// Opens DIR (creating it) and the resumable uploads kept in it.
-    pub fn new(config: Config) -> Result<App, Error> {
+    pub fn new(config: Config, tls: Option<Acceptor>) -> Result<App, Error> {
         let store = Store::open(&config.dir)?;
         let tus = Tus::open(store.tus_dir(), config.max_size, config.tus_expiry)?;
         let auth = Auth::new(config.users.clone());
@@ -51,6 +54,7 @@ impl App {
             store,
             tus,
             auth,
+            tls,
         })
     }
 }
@@ -120,8 +124,15 @@ pub fn handle(app: &App, head: &Head, body: &mut Body) -> Response {
         Err(e) => Response::error(&e, None),
     };
     if head.path.starts_with("/api/tus") {
-        // Every tus answer names the protocol version, errors included.
-        resp.with_header("Tus-Resumable", TUS_VERSION)
+        let _ = app.tus.sweep_if_due();
+        // Every tus answer names the protocol version, errors included; a
+        // 412 also says which versions this server speaks.
+        let resp = resp.with_header("Tus-Resumable", TUS_VERSION);
+        if resp.status == 412 {
+            resp.with_header("Tus-Version", TUS_VERSION)
+        } else {
+            resp
+        }
     } else {
         resp
     }
@@ -486,7 +497,6 @@ fn expires_header(expires: std::time::SystemTime) -> String {
 /// `POST /api/tus/`: creation, and creation-with-upload when a body comes.
 fn tus_create(app: &App, head: &Head, body: &mut Body) -> Result<Response, Error> {
     tus_check_version(head)?;
-    let _ = app.tus.sweep_if_due();
     if head.header("upload-defer-length").is_some() {
         return Err(Error::BadRequest(
             "This server needs Upload-Length at creation (no deferred length).".into(),

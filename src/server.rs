@@ -25,7 +25,7 @@ use log::{debug, error, info, warn};
 use crate::config::Limits;
 use crate::error::Error;
 use crate::http::head::{read_head, HeadError, HeadLimits};
-use crate::http::{Body, Conn, Response};
+use crate::http::{Body, Conn, Response, Stream};
 use crate::routes::{self, App};
 
 /// How long writing one response may block on a client that does not read.
@@ -37,6 +37,8 @@ const LINGER: Duration = Duration::from_secs(1);
 /// State shared by the accept loop, the workers and the signal thread.
 struct Shared {
     limits: Limits,
+    /// Connections speak TLS: a plain-text 503 would be noise to them.
+    tls: bool,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     stopping: AtomicBool,
 }
@@ -117,6 +119,7 @@ pub fn serve(
     let local = listener.local_addr()?;
     let shared = Arc::new(Shared {
         limits,
+        tls: app.tls.is_some(),
         per_ip: Mutex::new(HashMap::new()),
         stopping: AtomicBool::new(false),
     });
@@ -198,6 +201,7 @@ fn dispatch(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, tx: &Sync
         reject(
             stream,
             "This address has too many connections open; try again shortly.",
+            shared,
         );
         return;
     };
@@ -211,13 +215,17 @@ fn dispatch(stream: TcpStream, peer: SocketAddr, shared: &Arc<Shared>, tx: &Sync
         Ok(()) => {}
         Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
             debug!("{peer}: queue full");
-            reject(job.stream, "The server is busy; try again shortly.");
+            reject(job.stream, "The server is busy; try again shortly.", shared);
         }
     }
 }
 
-/// Answers 503 without ever blocking the caller, and closes.
-fn reject(stream: TcpStream, why: &str) {
+/// Answers 503 without ever blocking the caller, and closes. Over TLS the
+/// connection is just closed: no handshake is done on the accept thread.
+fn reject(stream: TcpStream, why: &str, shared: &Shared) {
+    if shared.tls {
+        return;
+    }
     let mut resp = Response::error(&Error::Unavailable(why.to_string()), None);
     resp.close = true;
     let mut bytes = Vec::new();
@@ -234,11 +242,15 @@ fn worker(rx: Arc<Mutex<Receiver<Job>>>, shared: Arc<Shared>, app: Arc<App>) {
         };
         let Ok(job) = job else { return };
         if shared.stopping() {
-            reject(job.stream, "The server is shutting down.");
+            reject(job.stream, "The server is shutting down.", &shared);
             continue;
         }
         if job.queued_at.elapsed() > shared.limits.queue_wait {
-            reject(job.stream, "The server is busy; try again shortly.");
+            reject(
+                job.stream,
+                "The server is busy; try again shortly.",
+                &shared,
+            );
             continue;
         }
         let peer = job.peer;
@@ -258,6 +270,13 @@ fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: &Shared, app: &
     let limits = &shared.limits;
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let stream = match app.tls.as_ref() {
+        None => Stream::Plain(stream),
+        Some(tls) => match tls.accept(stream) {
+            Some(s) => s,
+            None => return,
+        },
+    };
     let mut conn = Conn::new(stream, peer, limits.head_bytes);
     let mut first = true;
     loop {

@@ -471,6 +471,10 @@ impl Tus {
         } else {
             let expires = self.expires(&entry).map_err(|_| not_found())?;
             if expires <= now {
+                // Expired: remove its bytes now rather than at the next sweep
+                // (own() discards it unless a request took it meanwhile).
+                drop(entry);
+                let _ = self.own(id);
                 return Err(not_found());
             }
             expires

@@ -5,3 +5,6 @@ mod util;
 mod access;
 mod cli;
 mod core;
+mod tls;
+mod tus;
+mod tus_clients;

@@ -294,6 +294,110 @@ impl Rest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
+    use crate::http::Stream;
+
+    /// Reads the whole body of `input` framed as `framing`, the stream
+    /// handing out `chunk` bytes per read; then what follows the body.
+    fn decode(
+        input: &[u8],
+        chunk: usize,
+        framing: Framing,
+        limit: u64,
+    ) -> (Result<Vec<u8>, String>, Vec<u8>) {
+        let mut conn = Conn::new(
+            Stream::memory(input.to_vec(), chunk),
+            ([127, 0, 0, 1], 1).into(),
+            1024,
+        );
+        let head = Head {
+            method: "PUT".into(),
+            path: "/".into(),
+            query: None,
+            version: 1,
+            headers: Vec::new(),
+            framing,
+            keep_alive: true,
+            expect_continue: false,
+        };
+        let mut body = Body::new(&mut conn, &head, Duration::from_secs(1));
+        body.set_limit(limit);
+        let mut out = Vec::new();
+        let result = body
+            .read_to_end(&mut out)
+            .map(|_| out)
+            .map_err(|e| Error::from(e).to_string());
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(conn.stream(), &mut rest);
+        let mut buffered = conn.buffered().to_vec();
+        buffered.extend_from_slice(&rest);
+        (result, buffered)
+    }
+
+    #[test]
+    fn chunked_bodies_decode_the_same_however_the_stream_splits() {
+        let good: &[(&[u8], &[u8])] = &[
+            (b"5\r\nhello\r\n0\r\n\r\nNEXT", b"hello"),
+            (
+                b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\n\r\nNEXT",
+                b"hello world",
+            ),
+            (b"0\r\nTrailer: x\r\n\r\nNEXT", b""),
+            (b"A\r\n0123456789\r\n0\r\n\r\nNEXT", b"0123456789"),
+        ];
+        for (input, expected) in good {
+            for chunk in 1..=input.len() {
+                let (got, rest) = decode(input, chunk, Framing::Chunked, u64::MAX);
+                assert_eq!(
+                    got.as_deref(),
+                    Ok(*expected),
+                    "{:?} in reads of {chunk}",
+                    String::from_utf8_lossy(input)
+                );
+                assert_eq!(rest, b"NEXT", "the next request's bytes stay");
+            }
+        }
+    }
+
+    #[test]
+    fn broken_chunked_bodies_fail_at_every_split() {
+        for input in [
+            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhelloX\r\n0\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"-1\r\n",
+            b"fffffffffffffffff\r\n",
+            b"5\r\nhel",
+            b"5\r\nhello\r\n",
+            b"5\r\nhello\r\n0\r\n",
+        ] {
+            for chunk in 1..=input.len() {
+                let (got, _) = decode(input, chunk, Framing::Chunked, u64::MAX);
+                assert!(
+                    got.is_err(),
+                    "{:?} in reads of {chunk} decoded",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn length_bodies_stop_at_their_length_and_fail_when_cut() {
+        let (got, rest) = decode(b"helloNEXT", 2, Framing::Length(5), u64::MAX);
+        assert_eq!(got.as_deref(), Ok(&b"hello"[..]));
+        assert_eq!(rest, b"NEXT");
+        let (got, _) = decode(b"hel", 1, Framing::Length(5), u64::MAX);
+        assert!(got.unwrap_err().contains("closed before"));
+    }
+
+    #[test]
+    fn the_limit_lets_exactly_limit_bytes_through() {
+        let (got, _) = decode(b"hello", 1, Framing::Length(5), 5);
+        assert!(got.is_ok());
+        let (got, _) = decode(b"5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n", 3, Framing::Chunked, 5);
+        assert!(got.unwrap_err().contains("larger"), "over the limit");
+    }
 
     #[test]
     fn chunk_sizes_are_hex_with_optional_extensions() {

@@ -397,6 +397,43 @@ mod tests {
     }
 
     #[test]
+    fn heads_read_the_same_however_the_stream_splits() {
+        use crate::http::{Conn, Stream};
+        let input =
+            b"\r\nPUT /files/a%20b?x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET";
+        for chunk in 1..=input.len() {
+            let mut conn = Conn::new(
+                Stream::memory(input.to_vec(), chunk),
+                ([127, 0, 0, 1], 1).into(),
+                1024,
+            );
+            let head = read_head(&mut conn, &limits(), &|| false)
+                .unwrap_or_else(|e| panic!("reads of {chunk}: {e:?}"));
+            assert_eq!(
+                (head.method.as_str(), head.path.as_str()),
+                ("PUT", "/files/a%20b")
+            );
+            assert_eq!(head.framing, Framing::Length(3));
+            assert!(
+                b"abcGET".starts_with(conn.buffered()),
+                "the body start stays buffered"
+            );
+        }
+        // A head cut short is not a request.
+        for cut in 0..input.len() - 6 {
+            let mut conn = Conn::new(
+                Stream::memory(input[..cut].to_vec(), 7),
+                ([127, 0, 0, 1], 1).into(),
+                1024,
+            );
+            assert!(
+                read_head(&mut conn, &limits(), &|| false).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
     fn absolute_form_targets_keep_their_path() {
         let h = parse("GET http://example/api/health HTTP/1.1\r\n\r\n")
             .unwrap()

@@ -11,19 +11,21 @@
 pub mod body;
 pub mod head;
 pub mod response;
+pub mod stream;
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use body::Body;
 pub use head::{Framing, Head};
 pub use response::Response;
+pub use stream::Stream;
 
 /// One client connection: the socket, its peer, and the bytes read past the
 /// current position (the start of a body, or a pipelined request).
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     pub peer: SocketAddr,
     buf: Box<[u8]>,
     start: usize,
@@ -32,7 +34,7 @@ pub struct Conn {
 
 impl Conn {
     /// Wraps an accepted socket; `buf_size` bounds the request head.
-    pub fn new(stream: TcpStream, peer: SocketAddr, buf_size: usize) -> Conn {
+    pub fn new(stream: Stream, peer: SocketAddr, buf_size: usize) -> Conn {
         Conn {
             stream,
             peer,
@@ -119,8 +121,8 @@ impl Conn {
         self.stream.write_all(bytes)
     }
 
-    /// The socket, for writers that stream (responses with a file body).
-    pub fn stream(&mut self) -> &mut TcpStream {
+    /// The transport, for writers that stream (responses with a file body).
+    pub fn stream(&mut self) -> &mut Stream {
         &mut self.stream
     }
 
@@ -129,7 +131,7 @@ impl Conn {
     /// instead of being destroyed by a reset. Bounded in bytes and time.
     pub fn linger_close(mut self, max_bytes: u64, max_time: Duration) {
         let _ = self.stream.flush();
-        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        self.stream.shutdown_write();
         let deadline = Instant::now() + max_time;
         let mut scratch = [0u8; 8192];
         let mut left = max_bytes;
@@ -149,7 +151,7 @@ impl Conn {
     }
 }
 
-fn read_retrying(stream: &mut TcpStream, out: &mut [u8]) -> io::Result<usize> {
+fn read_retrying(stream: &mut Stream, out: &mut [u8]) -> io::Result<usize> {
     loop {
         match stream.read(out) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
