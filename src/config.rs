@@ -166,6 +166,12 @@ fn options() -> getopts::Options {
     );
     o.optopt(
         "",
+        "body-timeout",
+        "fail an upload after this long without a byte (default 30s)",
+        "TIME",
+    );
+    o.optopt(
+        "",
         "tus-expiry",
         "remove unfinished resumable uploads idle this long (default 24h)",
         "TIME",
@@ -297,6 +303,15 @@ pub fn parse<S: AsRef<str>>(
         })?,
     };
 
+    let body_idle = match value("body-timeout") {
+        None => Duration::from_secs(30),
+        Some(v) => parse_duration(&v).ok_or_else(|| {
+            UsageError(format!(
+                "--body-timeout must be a time such as 30s or 5m, not {v:?}."
+            ))
+        })?,
+    };
+
     let mut users = Vec::new();
     let mut auth: Vec<String> = m.opt_strs("auth");
     if auth.is_empty() {
@@ -356,7 +371,7 @@ pub fn parse<S: AsRef<str>>(
             head_bytes: 16 * 1024,
             head_count: 100,
             head_timeout: Duration::from_secs(10),
-            body_idle: Duration::from_secs(30),
+            body_idle,
             keep_alive: Duration::from_secs(5),
             queue_wait: Duration::from_secs(10),
             drain: 64 * 1024,

@@ -396,3 +396,27 @@ fn unread_small_bodies_are_drained_and_big_ones_close_the_connection() {
     let mut rest = Vec::new();
     let _ = c.read_to_end(&mut rest);
 }
+
+#[test]
+fn a_stalled_body_fails_after_the_body_timeout_and_leaves_nothing() {
+    let s = Server::start(&["--body-timeout", "2s"]);
+    let mut c = s.connect();
+    c.write_all(b"PUT /files/stall.bin HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n")
+        .unwrap();
+    c.write_all(&[1u8; 5000]).unwrap();
+    let start = Instant::now();
+    let r = read_response(&mut c).expect("an answer after the stall");
+    assert_eq!(r.status, 408, "{}", r.text());
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "gave up too early"
+    );
+    assert!(!s.dir.join("stall.bin").exists());
+    let tmp = s.dir.join(".tinydrop/tmp");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "temp data left behind"
+    );
+    assert_eq!(s.get("/api/health").status, 200);
+}
