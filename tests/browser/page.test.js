@@ -65,6 +65,9 @@ test('files through the picker arrive byte-identical (empty, unicode, quotes, 20
   assert.match(listed, /20 MB/);
   assert.match(await p.page.locator('#summary').innerText(), /6 saved/);
   assert.doesNotMatch(await p.page.locator('#summary').innerText(), /renamed/, 'saved_as decoded right');
+  // The polite live region tells the outcome once, not every progress event.
+  assert.equal(await p.page.locator('#live').getAttribute('aria-live'), 'polite');
+  assert.match(await p.page.locator('#live').textContent(), /Done: 6 saved/);
   await L.screenshot(p.page, 'picker-desktop-light');
   clean(p);
 });
