@@ -359,6 +359,23 @@ test('a stalled upload (no progress, no error) is aborted by the watchdog and re
   clean(p);
 });
 
+test('behind --auth the page uploads (multipart and tus) with the browser\'s credentials', { timeout: 60000 }, async () => {
+  const dir = L.tempDir('dir');
+  cleanup.push(() => L.rmrf(dir));
+  const srv = await L.startServer(dir, { args: ['--auth', 'ann:s3cret'] });
+  cleanup.push(() => L.killServer(srv));
+  const src = data('src');
+  const want = { 'small.txt': L.writeText(path.join(src, 'small.txt'), 'small') };
+  want['big17.bin'] = await L.writeSeeded(path.join(src, 'big17.bin'), 17 * MiB, 17);
+  const p = await page(srv, { httpCredentials: { username: 'ann', password: 's3cret' } });
+  await p.page.setInputFiles('#file-input', Object.keys(want).map((n) => path.join(src, n)));
+  const st = await L.waitAllFinal(p.page, 2);
+  assert.deepEqual(st, { 'small.txt': 'saved', 'big17.bin': 'saved' });
+  assert.deepEqual(await L.hashTree(dir), want);
+  await p.page.waitForFunction(() => document.querySelectorAll('#file-list li').length === 2);
+  clean(p);
+});
+
 test('no request leaves the origin, and the CSP is as expected', { timeout: 60000 }, async () => {
   const { srv } = await server();
   const src = data('src');
