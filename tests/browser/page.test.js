@@ -17,7 +17,11 @@ before(async () => {
 });
 after(async () => { if (browser) await browser.close(); });
 afterEach(async () => {
-  while (cleanup.length) { try { await cleanup.pop()(); } catch (e) { console.error('# cleanup:', e.message); } }
+  while (cleanup.length) {
+    const f = cleanup.pop(), t = Date.now();
+    try { await f(); } catch (e) { console.error('# cleanup:', e.message); }
+    if (Date.now() - t > 1000) console.log(`# slow cleanup ${Date.now() - t} ms: ${f.toString().slice(0, 60)}`);
+  }
 });
 
 /** A fresh DIR and server for one scenario, cleaned up afterwards. */
@@ -30,7 +34,7 @@ async function server() {
   holder.restart = async () => { holder.srv = await L.restartServer(holder.srv); return holder.srv; };
   return holder;
 }
-function data(tag) { const d = L.tempDir(tag); cleanup.push(() => L.rmrf(d)); return d; }
+function data(tag, opts) { const d = L.tempDir(tag, opts); cleanup.push(() => L.rmrf(d)); return d; }
 async function page(srv, opts) {
   const p = await L.openPage(browser, srv, opts);
   cleanup.push(() => p.ctx.close());
@@ -472,7 +476,7 @@ test('phone 390x844 has no horizontal scroll; screenshots light and dark', { tim
 
 test('queuing 10,000 files keeps the tab responsive', { timeout: 60000 }, async () => {
   const { srv } = await server();
-  const src = data('src');
+  const src = data('src', { memory: true });
   const files = [];
   for (let i = 0; i < 10000; i++) {
     const f = path.join(src, `d${Math.floor(i / 1000)}`, `f${i}.txt`);
