@@ -502,3 +502,42 @@ test('queuing 10,000 files keeps the tab responsive', { timeout: 60000 }, async 
   await L.screenshot(p.page, 'ten-thousand');
   clean(p);
 });
+
+test('stored files get download links and delete buttons only when the server allows them; deleting asks first', { timeout: 60000 }, async () => {
+  // Off by default: plain names, no buttons.
+  const plain = await server();
+  const src = data('src');
+  const f = path.join(src, 'keep me.txt');
+  L.writeText(f, 'hello\n');
+  let p = await page(plain.srv);
+  await p.page.setInputFiles('#file-input', f);
+  await L.waitAllFinal(p.page, 1);
+  await p.page.waitForSelector('#file-list li .n');
+  assert.equal(await p.page.locator('#file-list a').count(), 0);
+  assert.equal(await p.page.locator('#file-list .del').count(), 0);
+  clean(p);
+
+  // On with the flags.
+  const dir = data('dir2');
+  const srv = await L.startServer(dir, { args: ['--allow-download', '--allow-delete'] });
+  cleanup.push(() => L.killServer(srv));
+  p = await page(srv);
+  await p.page.setInputFiles('#file-input', f);
+  await L.waitAllFinal(p.page, 1);
+  const link = p.page.locator('#file-list a', { hasText: 'keep me.txt' });
+  await link.waitFor();
+  assert.equal(await link.getAttribute('href'), '/files/keep%20me.txt');
+  const del = p.page.locator('#file-list .del');
+  assert.equal(await del.count(), 1);
+  // Dismissing the question keeps the file.
+  p.page.once('dialog', (d) => d.dismiss());
+  await del.click();
+  await p.page.waitForTimeout(300);
+  assert.ok(fs.existsSync(path.join(dir, 'keep me.txt')), 'a dismissed delete removed the file');
+  // Accepting deletes it, and the list follows.
+  p.page.once('dialog', (d) => d.accept());
+  await del.click();
+  await p.page.waitForFunction(() => !document.querySelector('#file-list .del'));
+  assert.ok(!fs.existsSync(path.join(dir, 'keep me.txt')), 'the file is still there');
+  clean(p);
+});
