@@ -1682,13 +1682,26 @@ mod tests {
         let fresh = tus.create(10, "fresh", "").unwrap();
         thread::sleep(Duration::from_millis(600));
 
+        // Looking at an expired upload removes it at once; the sweep finds
+        // nothing more to do.
         assert!(matches!(tus.info(&stale), Err(Error::NotFound(_))));
-        assert_eq!(tus.sweep().unwrap(), 1);
+        assert_eq!(tus.sweep().unwrap(), 0);
         assert!(!tus.data_path(&stale).exists());
         assert!(!tus.meta_path(&stale).exists());
         assert_eq!(tus.info(&fresh).unwrap().offset, 0);
         // Within the minute nothing more happens; the next sweep finds nothing yet.
         assert_eq!(tus.sweep_if_due().unwrap(), 0);
+    }
+
+    #[test]
+    fn the_sweep_removes_expired_uploads_nobody_looks_at() {
+        let dir = TempDir::new("sweep");
+        let tus = dir.open(Duration::from_secs(1));
+        let stale = tus.create(10, "stale", "").unwrap();
+        thread::sleep(Duration::from_millis(1100));
+        assert_eq!(tus.sweep().unwrap(), 1);
+        assert!(!tus.data_path(&stale).exists());
+        assert!(!tus.meta_path(&stale).exists());
     }
 
     #[test]
