@@ -305,16 +305,26 @@ fn three_hundred_trickling_connections_do_not_lock_out_another_address() {
     });
     thread::sleep(Duration::from_secs(2));
     let start = Instant::now();
+    // A 1 MiB upload from another address completes within 5 s.
+    let body = Noise::bytes(7, 1 << 20);
     let mut other = s.connect_from("127.0.0.2");
     other
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    other
-        .write_all(b"GET /api/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    let head = format!(
+        "PUT /files/through.bin HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    other.write_all(head.as_bytes()).unwrap();
+    other.write_all(&body).unwrap();
     let r = read_response(&mut other).expect("another address was not served within 5 s");
-    assert_eq!(r.status, 200);
-    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(std::fs::read(s.dir.join("through.bin")).unwrap(), body);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     trickler.join().unwrap();
     // Threads never grow past the fixed set.
