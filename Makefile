@@ -37,7 +37,7 @@ setup:
 	bash tests/setup.sh
 
 browser-test:
-	@if [ -f tests/browser/run.js ]; then TINYDROP_BIN=target/debug/tinydrop node --test tests/browser/; fi
+	TINYDROP_BIN=target/debug/tinydrop node tests/browser/run.js
 
 clean:
 	$(CARGO) clean

@@ -602,20 +602,19 @@ fn tus_publish(
         .store
         .publish_file(&done.data_path, &name, done.size, &done.sha256)?;
     let client_name = done.name.clone();
-    if let Err(e) = app.tus.finish(done) {
-        log::warn!("tus upload of {client_name:?} published but not cleaned up: {e}");
+    if let Err(e) = app.tus.finish(done, &saved.saved_as, saved.duplicate) {
+        // The upload stays complete and unpublished: the next HEAD publishes
+        // it again, as a duplicate.
+        log::warn!("tus upload of {client_name:?} published but not recorded as finished: {e}");
     }
-    let resp = resp
-        .with_header("Tinydrop-Saved-As", percent_encode_header(&saved.saved_as))
-        .with_header("Tinydrop-Sha256", saved.sha256.clone())
-        .with_header(
-            "Tinydrop-Status",
-            if saved.duplicate {
-                "duplicate"
-            } else {
-                "saved"
-            },
-        );
+    let resp = tus_finished_headers(
+        resp,
+        &tus::Finished {
+            sha256: saved.sha256.clone(),
+            saved_as: Some(saved.saved_as.clone()),
+            duplicate: saved.duplicate,
+        },
+    );
     log_outcome(
         peer,
         &Outcome::Saved {
@@ -625,6 +624,26 @@ fn tus_publish(
         started,
     );
     Ok(resp)
+}
+
+/// The `Tinydrop-*` headers of a published upload: `Tinydrop-Saved-As`
+/// (percent-encoded), `Tinydrop-Sha256` and `Tinydrop-Status` (`saved` or
+/// `duplicate`). Where a crash lost the name (see tus.rs) only the sha256.
+fn tus_finished_headers(resp: Response, finished: &tus::Finished) -> Response {
+    let resp = resp.with_header("Tinydrop-Sha256", finished.sha256.clone());
+    match &finished.saved_as {
+        Some(saved_as) => resp
+            .with_header("Tinydrop-Saved-As", percent_encode_header(saved_as))
+            .with_header(
+                "Tinydrop-Status",
+                if finished.duplicate {
+                    "duplicate"
+                } else {
+                    "saved"
+                },
+            ),
+        None => resp,
+    }
 }
 
 /// Header values are ASCII: non-ASCII and control bytes of a stored name
@@ -643,10 +662,38 @@ fn percent_encode_header(s: &str) -> String {
 
 /// `HEAD /api/tus/<id>`: where the upload stands. An upload whose bytes all
 /// arrived but that was not published (its last answer was lost) is
-/// published now.
+/// published now. A finished one (until its record expires) answers with
+/// the offset at the length and the `Tinydrop-*` headers of its publishing.
 fn tus_head(app: &App, head: &Head, id: &str) -> Result<Response, Error> {
     tus_check_version(head)?;
     let info = app.tus.info(id)?;
+    let resp = tus_describe(&info);
+    if let Some(finished) = &info.finished {
+        return Ok(tus_finished_headers(resp, finished));
+    }
+    if info.offset == info.length {
+        match app.tus.completed(id) {
+            Ok(Some(done)) => {
+                let peer: SocketAddr = ([0, 0, 0, 0], 0).into();
+                return tus_publish(app, peer, done, Instant::now(), resp);
+            }
+            // Finished by another request meanwhile.
+            Err(Error::NotFound(_)) => {
+                if let Ok(info) = app.tus.info(id) {
+                    if let Some(finished) = &info.finished {
+                        return Ok(tus_finished_headers(tus_describe(&info), finished));
+                    }
+                }
+            }
+            // Being published right now (Locked), or publishing can wait.
+            _ => {}
+        }
+    }
+    Ok(resp)
+}
+
+/// The 200 answer to `HEAD`, without the `Tinydrop-*` headers.
+fn tus_describe(info: &tus::Info) -> Response {
     let mut resp = Response::empty(200)
         .with_header("Upload-Offset", info.offset.to_string())
         .with_header("Upload-Length", info.length.to_string())
@@ -655,13 +702,7 @@ fn tus_head(app: &App, head: &Head, id: &str) -> Result<Response, Error> {
     if !info.metadata.is_empty() {
         resp = resp.with_header("Upload-Metadata", info.metadata.clone());
     }
-    if info.offset == info.length {
-        if let Ok(Some(done)) = app.tus.completed(id) {
-            let peer: SocketAddr = ([0, 0, 0, 0], 0).into();
-            resp = tus_publish(app, peer, done, Instant::now(), resp)?;
-        }
-    }
-    Ok(resp)
+    resp
 }
 
 /// `PATCH /api/tus/<id>`: append at `Upload-Offset`.
@@ -672,6 +713,9 @@ fn tus_patch(app: &App, head: &Head, body: &mut Body, id: &str) -> Result<Respon
         .ok_or_else(|| Error::BadRequest("Upload-Offset is missing.".into()))?;
     let checksum = tus_checksum(head)?;
     let info = app.tus.info(id)?;
+    if info.finished.is_some() {
+        return tus_patch_finished(head, body, offset, &info);
+    }
     if offset != info.offset {
         return Err(Error::Conflict(format!(
             "The upload is at byte {}, not {offset}; continue from byte {}.",
@@ -688,12 +732,22 @@ fn tus_patch(app: &App, head: &Head, body: &mut Body, id: &str) -> Result<Respon
     }
     let started = Instant::now();
     let peer = body.peer();
-    let (new_offset, completed) = app.tus.append(
+    let appended = app.tus.append(
         id,
         offset,
         body,
         checksum.as_ref().map(|(a, d)| (a.as_str(), d.as_slice())),
-    )?;
+    );
+    let (new_offset, completed) = match appended {
+        // Finished by another request since the look-up (nothing was read).
+        Err(Error::NotFound(why)) => match app.tus.info(id) {
+            Ok(info) if info.finished.is_some() => {
+                return tus_patch_finished(head, body, offset, &info)
+            }
+            _ => return Err(Error::NotFound(why)),
+        },
+        other => other?,
+    };
     let mut resp = Response::empty(204).with_header("Upload-Offset", new_offset.to_string());
     if let Ok(info) = app.tus.info(id) {
         resp = resp.with_header("Upload-Expires", expires_header(info.expires));
@@ -704,7 +758,58 @@ fn tus_patch(app: &App, head: &Head, body: &mut Body, id: &str) -> Result<Respon
     Ok(resp)
 }
 
-/// `DELETE /api/tus/<id>`: termination.
+/// `PATCH` on a finished upload: it has all its bytes, so only an empty
+/// PATCH at its length succeeds (204 with the `Tinydrop-*` headers, as if it
+/// were the last PATCH whose answer the client lost).
+///
+/// - Another offset is 409, as for any upload: the offset is the length.
+/// - Bytes at the length are 413, not 409: the offset is right, so tus'
+///   409 (an `Upload-Offset` that differs from the upload's) does not fit;
+///   the body would take the upload past its `Upload-Length`, which this
+///   server answers with 413 for uploads in progress too (tusd does the same
+///   there, "upload's size exceeded"; for a completed upload tusd answers
+///   204 without reading the body, but silently dropping bytes hides a
+///   client bug). Nothing is read beyond one byte of a chunked body.
+fn tus_patch_finished(
+    head: &Head,
+    body: &mut Body,
+    offset: u64,
+    info: &tus::Info,
+) -> Result<Response, Error> {
+    let Some(finished) = &info.finished else {
+        return Err(Error::Internal("The upload is not finished.".into()));
+    };
+    if offset != info.length {
+        return Err(Error::Conflict(format!(
+            "The upload is complete: all {} bytes arrived; continue from byte {}.",
+            info.length, info.length
+        )));
+    }
+    let has_bytes = match head.framing {
+        Framing::None | Framing::Length(0) => false,
+        Framing::Length(_) => true,
+        Framing::Chunked => {
+            let mut byte = [0u8; 1];
+            loop {
+                match std::io::Read::read(body, &mut byte) {
+                    Ok(n) => break n > 0,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    };
+    if has_bytes {
+        return Err(Error::TooLarge { limit: info.length });
+    }
+    let resp = Response::empty(204)
+        .with_header("Upload-Offset", info.length.to_string())
+        .with_header("Upload-Expires", expires_header(info.expires));
+    Ok(tus_finished_headers(resp, finished))
+}
+
+/// `DELETE /api/tus/<id>`: termination; for a finished upload, its record
+/// (the published file stays).
 fn tus_delete(app: &App, head: &Head, id: &str) -> Result<Response, Error> {
     tus_check_version(head)?;
     app.tus.terminate(id)?;

@@ -4,7 +4,7 @@
 //! and `DELETE` on `/api/tus/` into calls on [`Tus`] with strings, numbers and
 //! a body as `impl Read`, and turn the [`Error`]s back into statuses.
 //!
-//! Each upload is two files under `DIR/.tinydrop/tus/`:
+//! Each upload in progress is two files under `DIR/.tinydrop/tus/`:
 //!
 //! - `<id>.data`: the bytes received so far, in order. After a restart its
 //!   size (capped at the declared length) is the upload's offset, because
@@ -26,9 +26,71 @@
 //!   N are not verified yet, so recovery cuts them off. `name` and `metadata`
 //!   escape `\`, CR and LF as `\\`, `\r`, `\n`; unknown keys are ignored.
 //!
+//!   `publishing SHA256` is there only on file systems without hard links,
+//!   from the moment a complete upload is handed out to be published (see
+//!   below).
+//! - `<id>.pub`: a second name (hard link) of the complete data file, made
+//!   when it is handed out to be published; publishing takes this name away.
+//! - `<id>.done`: a finished upload, once published (written atomically like
+//!   `.meta`; `.data` and `.meta` are then removed):
+//!
+//!   ```text
+//!   tinydrop-tus-done 1
+//!   length 1048576
+//!   sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+//!   saved_as a/b (1).txt
+//!   duplicate 0
+//!   name a/b.txt
+//!   metadata filename YS9iLnR4dA==
+//!   ```
+//!
+//!   `saved_as` and `duplicate` are missing when a crash lost them (see
+//!   below). The record's mtime is the completion time; it expires like an
+//!   upload, `--tus-expiry` after that. Until then `HEAD` answers with
+//!   `Upload-Offset` = `Upload-Length` and an empty PATCH at that offset
+//!   succeeds, so a client whose last answer was lost does not start again.
+//!
 //! Completion does not publish: [`Tus::append`] hands back a [`Completed`]
-//! (data path, size, sha256, client name) that keeps the upload locked while
-//! the caller publishes it, then [`Tus::finish`] removes what is left.
+//! (path to publish, size, sha256, client name) that keeps the upload locked
+//! while the caller publishes it, then [`Tus::finish`] writes the done record
+//! and removes what is left.
+//!
+//! # Crash safety of publishing
+//!
+//! The store publishes a file by linking it under its final name and then
+//! removing the source name (or, without hard links, renaming it there). If
+//! that source were `<id>.data`, a crash after the removal reached the disk
+//! but before `<id>.done` did would leave a `.meta` without `.data`: the
+//! upload would be lost (HEAD 404, the client sends everything again). So:
+//!
+//! 1. [`Completed`] hands out `<id>.pub`, a hard link to `<id>.data`.
+//!    `<id>.data` and `<id>.meta` stay untouched while publishing runs.
+//! 2. The store links `<id>.pub` into DIR (same inode) and removes `<id>.pub`.
+//! 3. [`Tus::finish`] writes `<id>.done` (temp, fsync, rename, fsync of the
+//!    directory), and only then removes `<id>.meta` and `<id>.data`.
+//!
+//! A crash at any point leaves one of:
+//!
+//! - no durable `<id>.done`: `<id>.data` and `<id>.meta` are still there and
+//!   complete, so the upload is complete-and-unpublished; the next HEAD (or
+//!   empty PATCH) publishes it again. If step 2's link reached the disk, the
+//!   store finds the same bytes under the name and calls it a duplicate, so
+//!   the file is never stored twice under two names (unless someone renamed
+//!   or deleted it meanwhile). A leftover `<id>.pub` is removed at start-up:
+//!   it is only a name, the bytes stay reachable through `<id>.data`.
+//! - a durable `<id>.done`: the upload is finished; leftover `<id>.meta`,
+//!   `<id>.data` or `<id>.pub` of that id are removed at start-up. Removing
+//!   them never touches the published file: at most they are other names of
+//!   its inode.
+//!
+//! Where the file system has no hard links (FAT, exFAT) step 1 cannot make a
+//! second name, so the store renames `<id>.data` itself. Before handing it out
+//! the meta gets `publishing SHA256`. A crash after the rename but before the
+//! done record leaves `.meta` with that mark and no `.data`: start-up turns it
+//! into a done record with the length and sha256 but without `saved_as` (the
+//! bytes are in DIR, where exactly is not known). Nothing is lost and nothing
+//! is published twice; only the `Tinydrop-Saved-As` answer is. A mark with
+//! `.data` still there (the rename did not happen) is just cleared.
 //!
 //! Concurrency: the map of uploads is locked only for look-ups. Each upload
 //! has a busy flag; a second PATCH (or a DELETE) while one runs gets
@@ -62,6 +124,9 @@ const ID_BYTES: usize = 16;
 /// First line of every `.meta` file.
 const META_MAGIC: &str = "tinydrop-tus 1";
 
+/// First line of every `.done` file.
+const DONE_MAGIC: &str = "tinydrop-tus-done 1";
+
 /// The resumable uploads of one server, on disk under one directory.
 pub struct Tus {
     /// `DIR/.tinydrop/tus`.
@@ -72,6 +137,13 @@ pub struct Tus {
     expiry: Duration,
     /// id -> upload. Locked only to look up, insert or remove, never across I/O.
     uploads: Mutex<HashMap<String, Arc<Entry>>>,
+    /// id -> finished (published) upload, kept until it expires. Locked like
+    /// `uploads`; never both at once.
+    finished: Mutex<HashMap<String, Done>>,
+    /// False once making a hard link in the tus directory failed: complete
+    /// uploads are then handed out as `<id>.data` itself, with a `publishing`
+    /// mark in the meta (see the module docs).
+    hard_links: AtomicBool,
     /// When [`Tus::sweep_if_due`] last swept.
     last_sweep: Mutex<Instant>,
 }
@@ -89,6 +161,108 @@ pub struct Info {
     pub name: String,
     /// The raw `Upload-Metadata` header given at creation ("" if none).
     pub metadata: String,
+    /// Set once the upload was published: then `offset == length` and
+    /// `expires` counts from the completion.
+    pub finished: Option<Finished>,
+}
+
+/// How a finished upload was published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// sha256 of the file, lower-case hex.
+    pub sha256: String,
+    /// Where the file went, relative to DIR (for a duplicate, the file that
+    /// already held the bytes). `None` only when a crash on a file system
+    /// without hard links lost it (see the module docs).
+    pub saved_as: Option<String>,
+    /// Whether the bytes were already stored (meaningless without `saved_as`).
+    pub duplicate: bool,
+}
+
+/// A finished upload in memory: what `<id>.done` holds, and when it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Done {
+    length: u64,
+    sha256: String,
+    saved_as: Option<String>,
+    duplicate: bool,
+    name: String,
+    metadata: String,
+    /// The completion: the record's mtime.
+    at: SystemTime,
+}
+
+impl Done {
+    fn to_text(&self) -> String {
+        let mut text = format!(
+            "{DONE_MAGIC}\nlength {}\nsha256 {}\n",
+            self.length, self.sha256
+        );
+        if let Some(saved_as) = &self.saved_as {
+            text.push_str(&format!("saved_as {}\n", escape(saved_as)));
+            text.push_str(&format!("duplicate {}\n", u8::from(self.duplicate)));
+        }
+        text.push_str(&format!("name {}\n", escape(&self.name)));
+        text.push_str(&format!("metadata {}\n", escape(&self.metadata)));
+        text
+    }
+
+    /// `None` when the text is not a done record we wrote. `at` is left at
+    /// the epoch for the caller to set.
+    fn parse(text: &str) -> Option<Done> {
+        let mut lines = text.lines();
+        if lines.next()? != DONE_MAGIC {
+            return None;
+        }
+        let (mut length, mut sha256, mut name) = (None, None, None);
+        let mut done = Done {
+            length: 0,
+            sha256: String::new(),
+            saved_as: None,
+            duplicate: false,
+            name: String::new(),
+            metadata: String::new(),
+            at: UNIX_EPOCH,
+        };
+        for line in lines {
+            let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+            match key {
+                "length" => length = Some(value.parse().ok()?),
+                "sha256" if is_sha256_hex(value) => sha256 = Some(value.to_owned()),
+                "sha256" => return None,
+                "saved_as" => done.saved_as = Some(unescape(value)?),
+                "duplicate" => {
+                    done.duplicate = match value {
+                        "0" => false,
+                        "1" => true,
+                        _ => return None,
+                    }
+                }
+                "name" => name = Some(unescape(value)?),
+                "metadata" => done.metadata = unescape(value)?,
+                _ => {}
+            }
+        }
+        done.length = length?;
+        done.sha256 = sha256?;
+        done.name = name?;
+        Some(done)
+    }
+
+    fn info(&self, expiry: Duration) -> Info {
+        Info {
+            offset: self.length,
+            length: self.length,
+            expires: self.at + expiry,
+            name: self.name.clone(),
+            metadata: self.metadata.clone(),
+            finished: Some(Finished {
+                sha256: self.sha256.clone(),
+                saved_as: self.saved_as.clone(),
+                duplicate: self.duplicate,
+            }),
+        }
+    }
 }
 
 /// An upload whose bytes have all arrived, ready to be published.
@@ -100,7 +274,9 @@ pub struct Info {
 /// publishing failed on a full disk).
 #[derive(Debug)]
 pub struct Completed {
-    /// The complete data file, inside the tus directory.
+    /// The complete file to publish, inside the tus directory: `<id>.pub`, a
+    /// second name of the data file, which publishing may take away (or,
+    /// without hard links, `<id>.data` itself).
     pub data_path: PathBuf,
     /// The client's file name, as given at creation (still to be made safe).
     pub name: String,
@@ -108,7 +284,17 @@ pub struct Completed {
     pub size: u64,
     /// sha256 of the whole file, lower-case hex.
     pub sha256: String,
+    /// The `<id>.pub` link, removed on drop if publishing left it.
+    link: Option<PathBuf>,
     busy: Busy,
+}
+
+impl Drop for Completed {
+    fn drop(&mut self) {
+        if let Some(link) = &self.link {
+            remove_logged(link);
+        }
+    }
 }
 
 /// One upload in memory.
@@ -187,6 +373,8 @@ struct Meta {
     offset: u64,
     created: u64,
     pending: Option<u64>,
+    /// sha256 of a complete upload handed out without a hard link (see the module docs).
+    publishing: Option<String>,
     name: String,
     metadata: String,
 }
@@ -199,6 +387,9 @@ impl Meta {
         );
         if let Some(pending) = self.pending {
             text.push_str(&format!("pending {pending}\n"));
+        }
+        if let Some(sha256) = &self.publishing {
+            text.push_str(&format!("publishing {sha256}\n"));
         }
         text.push_str(&format!("name {}\n", escape(&self.name)));
         text.push_str(&format!("metadata {}\n", escape(&self.metadata)));
@@ -217,6 +408,7 @@ impl Meta {
             offset: 0,
             created: 0,
             pending: None,
+            publishing: None,
             name: String::new(),
             metadata: String::new(),
         };
@@ -227,6 +419,8 @@ impl Meta {
                 "offset" => offset = Some(value.parse().ok()?),
                 "created" => meta.created = value.parse().ok()?,
                 "pending" => meta.pending = Some(value.parse().ok()?),
+                "publishing" if is_sha256_hex(value) => meta.publishing = Some(value.to_owned()),
+                "publishing" => return None,
                 "name" => name = Some(unescape(value)?),
                 "metadata" => meta.metadata = unescape(value)?,
                 _ => {}
@@ -325,10 +519,13 @@ enum Stop {
 
 impl Tus {
     /// Opens (creating it if needed) the tus directory and recovers what a
-    /// previous run left: temp files and orphans (data without meta, meta
-    /// without data, unparsable meta) are removed, expired uploads are removed,
-    /// and each upload's offset becomes the bytes really on disk (data cut to
-    /// the declared length, and to the start of an unverified checksum PATCH).
+    /// previous run left: temp files, `.pub` links and orphans (data without
+    /// meta, meta without data, unparsable meta or done record) are removed,
+    /// expired uploads and done records are removed, valid done records are
+    /// kept (and win over any other file of their id), a meta marked
+    /// `publishing` whose data is gone becomes a done record, and each
+    /// upload's offset becomes the bytes really on disk (data cut to the
+    /// declared length, and to the start of an unverified checksum PATCH).
     pub fn open(dir: PathBuf, max_size: u64, expiry: Duration) -> Result<Tus, Error> {
         fs::create_dir_all(&dir)?;
         let tus = Tus {
@@ -336,6 +533,8 @@ impl Tus {
             max_size,
             expiry,
             uploads: Mutex::new(HashMap::new()),
+            finished: Mutex::new(HashMap::new()),
+            hard_links: AtomicBool::new(true),
             last_sweep: Mutex::new(Instant::now()),
         };
         tus.recover()?;
@@ -452,15 +651,31 @@ impl Tus {
         Ok(id)
     }
 
-    /// Offset, length, expiry time, name and metadata of an upload.
-    /// [`Error::NotFound`] for an unknown, removed or expired id. Never waits
-    /// for a running PATCH: it reports the bytes kept so far.
+    /// Offset, length, expiry time, name and metadata of an upload, and for
+    /// a finished one how it was published. [`Error::NotFound`] for an
+    /// unknown, terminated or expired id. Never waits for a running PATCH: it
+    /// reports the bytes kept so far.
     pub fn info(&self, id: &str) -> Result<Info, Error> {
-        let entry = self.lookup(id)?;
+        if !is_valid_id(id) {
+            return Err(not_found());
+        }
+        let live = self.uploads_map().get(id).cloned();
+        if let Some(entry) = live {
+            if let Some(info) = self.live_info(id, entry)? {
+                return Ok(info);
+            }
+        }
+        // Not there, or removed a moment ago by `finish`, which records the
+        // finished upload before it forgets the live one.
+        self.finished_info(id)
+    }
+
+    /// [`Tus::info`] of an upload in progress; `Ok(None)` once it is removed.
+    fn live_info(&self, id: &str, entry: Arc<Entry>) -> Result<Option<Info>, Error> {
         let offset = {
             let state = entry.state();
             if state.removed {
-                return Err(not_found());
+                return Ok(None);
             }
             state.offset
         };
@@ -479,13 +694,25 @@ impl Tus {
             }
             expires
         };
-        Ok(Info {
+        Ok(Some(Info {
             offset,
             length: entry.length,
             expires,
             name: entry.name.clone(),
             metadata: entry.metadata.clone(),
-        })
+            finished: None,
+        }))
+    }
+
+    /// [`Tus::info`] of a finished upload; an expired record is removed.
+    fn finished_info(&self, id: &str) -> Result<Info, Error> {
+        let done = self.finished_map().get(id).cloned().ok_or_else(not_found)?;
+        if done.at + self.expiry <= SystemTime::now() {
+            log::info!("finished tus upload {id} expired, record removed");
+            self.forget_done(id);
+            return Err(not_found());
+        }
+        Ok(done.info(self.expiry))
     }
 
     /// PATCH: appends `body` at `offset`, which must be the upload's current
@@ -597,23 +824,59 @@ impl Tus {
         Ok(Some(self.completion(busy, &mut data)?))
     }
 
-    /// Removes a published upload: its state and, if still there, its data
-    /// file (publishing may have moved it away).
-    pub fn finish(&self, completed: Completed) -> Result<(), Error> {
-        log::debug!("tus upload {} finished", completed.busy.entry.id);
+    /// Records a published upload as finished (`<id>.done`, durable before
+    /// anything else goes), then removes its state and, if still there, its
+    /// data file (publishing took the `.pub` name, or moved the data away).
+    /// `saved_as` and `duplicate` are what the store answered.
+    ///
+    /// On an error writing the record the upload stays complete and
+    /// unpublished (as if `completed` had been dropped): the next HEAD
+    /// publishes it again, which the store then finds to be a duplicate.
+    pub fn finish(
+        &self,
+        completed: Completed,
+        saved_as: &str,
+        duplicate: bool,
+    ) -> Result<(), Error> {
+        let entry = &completed.busy.entry;
+        let done = Done {
+            length: entry.length,
+            sha256: completed.sha256.clone(),
+            saved_as: Some(saved_as.to_owned()),
+            duplicate,
+            name: entry.name.clone(),
+            metadata: entry.metadata.clone(),
+            at: UNIX_EPOCH,
+        };
+        self.record_done(&entry.id, done)?;
+        log::debug!("tus upload {} finished as {saved_as:?}", entry.id);
         self.discard(&completed.busy)
     }
 
-    /// Termination: removes an upload and its bytes. [`Error::Locked`] while a
-    /// PATCH on it runs, [`Error::NotFound`] for an unknown id.
+    /// Termination: removes an upload and its bytes, or the record of a
+    /// finished one (never the published file). [`Error::Locked`] while a
+    /// PATCH on it runs, [`Error::NotFound`] for an unknown or expired id.
     pub fn terminate(&self, id: &str) -> Result<(), Error> {
-        let busy = self.own(id)?;
-        log::debug!("tus upload {id} terminated");
-        self.discard(&busy)
+        match self.own(id) {
+            Ok(busy) => {
+                log::debug!("tus upload {id} terminated");
+                self.discard(&busy)
+            }
+            Err(Error::NotFound(_)) => {
+                // Looked up after the live map, like `info`: `finish` records
+                // the finished upload before it forgets the live one.
+                self.finished_info(id)?;
+                log::debug!("finished tus upload {id}: record removed");
+                self.forget_done(id);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes the uploads without progress for longer than the expiry,
-    /// skipping those a request owns right now. Returns how many went.
+    /// skipping those a request owns right now, and the records of uploads
+    /// finished longer ago than the expiry. Returns how many went.
     pub fn sweep(&self) -> Result<usize, Error> {
         let entries: Vec<Arc<Entry>> = self.uploads_map().values().cloned().collect();
         let now = SystemTime::now();
@@ -631,6 +894,17 @@ impl Tus {
             }
             log::info!("tus upload {} expired, removed", busy.entry.id);
             self.discard(&busy)?;
+            removed += 1;
+        }
+        let expired: Vec<String> = self
+            .finished_map()
+            .iter()
+            .filter(|(_, done)| done.at + self.expiry <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            log::info!("finished tus upload {id} expired, record removed");
+            self.forget_done(&id);
             removed += 1;
         }
         Ok(removed)
@@ -660,6 +934,50 @@ impl Tus {
 
     fn meta_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.meta"))
+    }
+
+    fn pub_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.pub"))
+    }
+
+    fn done_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.done"))
+    }
+
+    fn finished_map(&self) -> MutexGuard<'_, HashMap<String, Done>> {
+        self.finished
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Writes `<id>.done` atomically (temp, fsync, rename, fsync of the
+    /// directory) and remembers it; its completion time is the file's mtime.
+    fn record_done(&self, id: &str, mut done: Done) -> io::Result<()> {
+        let tmp = self.dir.join(format!("{id}.done.tmp"));
+        let path = self.done_path(id);
+        let written = (|| {
+            let mut file = File::create(&tmp)?;
+            file.write_all(done.to_text().as_bytes())?;
+            file.sync_all()?;
+            drop(file);
+            fs::rename(&tmp, &path)?;
+            File::open(&self.dir)?.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        done.at = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| SystemTime::now());
+        self.finished_map().insert(id.to_owned(), done);
+        Ok(())
+    }
+
+    /// Forgets a finished upload and removes its record.
+    fn forget_done(&self, id: &str) {
+        self.finished_map().remove(id);
+        remove_logged(&self.done_path(id));
     }
 
     fn uploads_map(&self) -> MutexGuard<'_, HashMap<String, Arc<Entry>>> {
@@ -757,13 +1075,48 @@ impl Tus {
         let running = self.running_hash(entry, data, entry.length)?;
         let sha256 = hex(&running.sha.finalize());
         log::debug!("tus upload {} complete: {} bytes", entry.id, entry.length);
+        let (data_path, link) = self.hand_out(entry, &sha256)?;
         Ok(Completed {
-            data_path: self.data_path(&entry.id),
+            data_path,
             name: entry.name.clone(),
             size: entry.length,
             sha256,
+            link,
             busy,
         })
+    }
+
+    /// The path a complete upload is published from: a fresh `<id>.pub` link
+    /// to its data, so that publishing never takes `<id>.data` away; where
+    /// hard links fail, `<id>.data` itself after a `publishing` mark in the
+    /// meta. Returns the path and the link to remove later, if one was made.
+    fn hand_out(&self, entry: &Entry, sha256: &str) -> Result<(PathBuf, Option<PathBuf>), Error> {
+        let data = self.data_path(&entry.id);
+        if self.hard_links.load(Ordering::Relaxed) {
+            let link = self.pub_path(&entry.id);
+            remove_if_there(&link)?;
+            match fs::hard_link(&data, &link) {
+                Ok(()) => return Ok((link.clone(), Some(link))),
+                Err(e) => {
+                    log::warn!(
+                        "tus upload {}: cannot hard-link in {} ({e}); publishing moves the data",
+                        entry.id,
+                        self.dir.display()
+                    );
+                    // FAT and exFAT say EPERM: no use trying again.
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::PermissionDenied | io::ErrorKind::Unsupported
+                    ) {
+                        self.hard_links.store(false, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        let mut meta = meta_of(entry, entry.length, None);
+        meta.publishing = Some(sha256.to_owned());
+        self.write_meta(&entry.id, &meta)?;
+        Ok((data, None))
     }
 
     /// Forgets an owned upload and removes its files.
@@ -782,6 +1135,7 @@ impl Tus {
         }
         remove_if_there(&self.meta_path(&entry.id))?;
         remove_if_there(&self.data_path(&entry.id))?;
+        remove_if_there(&self.pub_path(&entry.id))?;
         Ok(())
     }
 
@@ -801,6 +1155,7 @@ impl Tus {
     fn recover(&self) -> Result<(), Error> {
         let mut metas = BTreeSet::new();
         let mut datas = BTreeSet::new();
+        let mut dones = BTreeSet::new();
         for item in fs::read_dir(&self.dir)? {
             let item = item?;
             let file_name = item.file_name();
@@ -811,7 +1166,14 @@ impl Tus {
                 (id, &mut metas)
             } else if let Some(id) = file_name.strip_suffix(".data") {
                 (id, &mut datas)
-            } else if file_name.ends_with(".meta.tmp") {
+            } else if let Some(id) = file_name.strip_suffix(".done") {
+                (id, &mut dones)
+            } else if file_name.ends_with(".meta.tmp")
+                || file_name.ends_with(".done.tmp")
+                || file_name.ends_with(".pub")
+            {
+                // Half-written state, or a second name of a data file
+                // (see "Crash safety of publishing").
                 remove_logged(&item.path());
                 continue;
             } else {
@@ -823,9 +1185,41 @@ impl Tus {
                 remove_logged(&item.path());
             }
         }
-        for id in metas.symmetric_difference(&datas) {
+        // A valid done record wins over whatever else the id left.
+        for id in &dones {
+            match self.recover_done(id) {
+                Ok(true) => {
+                    let had_meta = metas.remove(id);
+                    let had_data = datas.remove(id);
+                    if had_meta || had_data {
+                        log::info!("finished tus upload {id}: leftover state removed");
+                    }
+                    remove_logged(&self.meta_path(id));
+                    remove_logged(&self.data_path(id));
+                }
+                // Broken record, removed: the upload's own files decide.
+                Ok(false) => {}
+                Err(e) => {
+                    log::warn!("finished tus upload {id}: could not recover it: {e}");
+                    metas.remove(id);
+                    datas.remove(id);
+                }
+            }
+        }
+        for id in metas.difference(&datas) {
+            match self.recover_published(id) {
+                Ok(true) => log::info!(
+                    "tus upload {id}: published just before a stop, now finished (name not known)"
+                ),
+                Ok(false) => {
+                    log::warn!("tus upload {id}: half of it is missing, removed");
+                    remove_logged(&self.meta_path(id));
+                }
+                Err(e) => log::warn!("tus upload {id}: could not recover it: {e}"),
+            }
+        }
+        for id in datas.difference(&metas) {
             log::warn!("tus upload {id}: half of it is missing, removed");
-            remove_logged(&self.meta_path(id));
             remove_logged(&self.data_path(id));
         }
         for id in metas.intersection(&datas) {
@@ -841,6 +1235,53 @@ impl Tus {
             }
         }
         Ok(())
+    }
+
+    /// A `<id>.done` at start-up. `Ok(true)`: the upload is finished (the
+    /// record kept, or removed as expired); `Ok(false)`: the record was
+    /// broken and is removed.
+    fn recover_done(&self, id: &str) -> io::Result<bool> {
+        let path = self.done_path(id);
+        let text = fs::read(&path)?;
+        let Some(mut done) = std::str::from_utf8(&text).ok().and_then(Done::parse) else {
+            log::warn!("finished tus upload {id}: unreadable record, removed");
+            remove_logged(&path);
+            return Ok(false);
+        };
+        done.at = fs::metadata(&path)?.modified()?;
+        if done.at + self.expiry <= SystemTime::now() {
+            log::info!("finished tus upload {id} expired, record removed");
+            remove_logged(&path);
+        } else {
+            self.finished_map().insert(id.to_owned(), done);
+        }
+        Ok(true)
+    }
+
+    /// A `<id>.meta` without data at start-up: if it carries a `publishing`
+    /// mark, the store moved the data into DIR and the server stopped before
+    /// the done record: write that record now (without `saved_as`) and
+    /// return `Ok(true)`. `Ok(false)`: not that case, the caller removes it.
+    fn recover_published(&self, id: &str) -> io::Result<bool> {
+        let text = fs::read(self.meta_path(id))?;
+        let Some(meta) = std::str::from_utf8(&text).ok().and_then(Meta::parse) else {
+            return Ok(false);
+        };
+        let Some(sha256) = meta.publishing else {
+            return Ok(false);
+        };
+        let done = Done {
+            length: meta.length,
+            sha256,
+            saved_as: None,
+            duplicate: false,
+            name: meta.name,
+            metadata: meta.metadata,
+            at: UNIX_EPOCH,
+        };
+        self.record_done(id, done)?;
+        remove_logged(&self.meta_path(id));
+        Ok(true)
     }
 
     /// `Ok(None)`: remove it (unparsable or expired).
@@ -866,9 +1307,12 @@ impl Tus {
             data.set_len(offset)?;
             data.sync_all()?;
         }
-        if offset != meta.offset || meta.pending.is_some() {
+        // A `publishing` mark with the data still here: the store did not
+        // move it (see the module docs); it is complete and unpublished.
+        if offset != meta.offset || meta.pending.is_some() || meta.publishing.is_some() {
             meta.offset = offset;
             meta.pending = None;
+            meta.publishing = None;
             self.write_meta(id, &meta)?;
         }
         Ok(Some(Entry {
@@ -970,6 +1414,7 @@ fn meta_of(entry: &Entry, offset: u64, pending: Option<u64>) -> Meta {
         offset,
         created: entry.created,
         pending,
+        publishing: None,
         name: entry.name.clone(),
         metadata: entry.metadata.clone(),
     }
@@ -977,6 +1422,10 @@ fn meta_of(entry: &Entry, offset: u64, pending: Option<u64>) -> Meta {
 
 fn not_found() -> Error {
     Error::NotFound("No resumable upload has this id; it may have expired or finished.".into())
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn is_valid_id(id: &str) -> bool {
@@ -1215,6 +1664,43 @@ mod tests {
         fs::read_to_string(tus.meta_path(id)).unwrap()
     }
 
+    fn sorted(mut names: Vec<String>) -> Vec<String> {
+        names.sort();
+        names
+    }
+
+    /// Names of the files in the tus directory, sorted.
+    fn tus_files(dir: &TempDir) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir.tus_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Does what the store's publish does to the path handed out (link it
+    /// under DIR, or rename it there without hard links, and remove the
+    /// source name), without finishing. Returns the published path.
+    fn publish_only(dir: &TempDir, done: &Completed) -> PathBuf {
+        let dest = dir.0.join(format!("published-{}", random_id()));
+        if done.link.is_some() {
+            fs::hard_link(&done.data_path, &dest).unwrap();
+            fs::remove_file(&done.data_path).unwrap();
+        } else {
+            fs::rename(&done.data_path, &dest).unwrap();
+        }
+        dest
+    }
+
+    /// Publishes as the store would, then finishes. Returns the published path.
+    fn publish(tus: &Tus, dir: &TempDir, done: Completed) -> PathBuf {
+        let dest = publish_only(dir, &done);
+        let saved_as = dest.file_name().unwrap().to_str().unwrap().to_owned();
+        tus.finish(done, &saved_as, false).unwrap();
+        dest
+    }
+
     fn b64_pairs(header: &str) -> Vec<(String, Vec<u8>)> {
         Tus::parse_metadata(header).unwrap()
     }
@@ -1347,12 +1833,18 @@ mod tests {
             offset: 3,
             created: 42,
             pending: Some(3),
+            publishing: None,
             name: "a\\b\nc\rd é".into(),
             metadata: "filename YQ==".into(),
         };
         let text = meta.to_text();
         assert_eq!(text.lines().count(), 7);
-        assert_eq!(Meta::parse(&text), Some(meta));
+        assert_eq!(Meta::parse(&text), Some(meta.clone()));
+        let marked = Meta {
+            publishing: Some(sha256_hex(b"x")),
+            ..meta
+        };
+        assert_eq!(Meta::parse(&marked.to_text()), Some(marked));
         assert_eq!(Meta::parse("something else\nlength 1"), None);
         assert_eq!(Meta::parse("tinydrop-tus 1\nlength 1\nname a"), None);
     }
@@ -1388,9 +1880,12 @@ mod tests {
         assert_eq!(done.sha256, sha256_hex(&bytes));
         assert_eq!(fs::read(&done.data_path).unwrap(), bytes);
 
-        tus.finish(done).unwrap();
-        assert!(matches!(tus.info(&id), Err(Error::NotFound(_))));
-        assert_eq!(fs::read_dir(dir.tus_dir()).unwrap().count(), 0);
+        let published = publish(&tus, &dir, done);
+        assert_eq!(fs::read(&published).unwrap(), bytes);
+        let info = tus.info(&id).unwrap();
+        assert_eq!((info.offset, info.length), (len, len));
+        assert_eq!(info.finished.unwrap().sha256, sha256_hex(&bytes));
+        assert_eq!(tus_files(&dir), vec![format!("{id}.done")]);
     }
 
     #[test]
@@ -1676,14 +2171,19 @@ mod tests {
         let dir = TempDir::new("expiry");
         let tus = dir.open(Duration::from_secs(1));
         let stale = tus.create(10, "stale", "").unwrap();
+        let looked_at = tus.create(10, "looked at", "").unwrap();
         let info = tus.info(&stale).unwrap();
         assert!(info.expires <= SystemTime::now() + Duration::from_secs(1));
         thread::sleep(Duration::from_millis(600));
         let fresh = tus.create(10, "fresh", "").unwrap();
         thread::sleep(Duration::from_millis(600));
 
-        assert!(matches!(tus.info(&stale), Err(Error::NotFound(_))));
+        // Looking at an expired upload removes it at once...
+        assert!(matches!(tus.info(&looked_at), Err(Error::NotFound(_))));
+        assert!(!tus.data_path(&looked_at).exists());
+        // ... and the sweep removes those nobody looked at.
         assert_eq!(tus.sweep().unwrap(), 1);
+        assert!(matches!(tus.info(&stale), Err(Error::NotFound(_))));
         assert!(!tus.data_path(&stale).exists());
         assert!(!tus.meta_path(&stale).exists());
         assert_eq!(tus.info(&fresh).unwrap().offset, 0);
@@ -1768,8 +2268,14 @@ mod tests {
         assert_eq!(again.sha256, sha256_hex(b"abc"));
         drop(again);
         let (_, again) = append_all(&tus, &id, 3, b"");
-        tus.finish(again.unwrap()).unwrap();
-        assert!(matches!(tus.info(&id), Err(Error::NotFound(_))));
+        publish(&tus, &dir, again.unwrap());
+        assert!(tus.info(&id).unwrap().finished.is_some());
+        // A finished upload takes no more appends (the routes answer for it).
+        assert!(matches!(
+            tus.append(&id, 3, &mut &b""[..], None),
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(tus.completed(&id), Err(Error::NotFound(_))));
     }
 
     #[test]
@@ -1810,6 +2316,242 @@ mod tests {
         let (next, _) = append_all(&tus, &id, offset, &bytes[offset as usize..][..10]);
         assert_eq!(next, offset + 10);
         tus.terminate(&id).unwrap();
+    }
+
+    // ---- finished uploads ----
+
+    #[test]
+    fn done_record_round_trips_and_refuses_what_we_did_not_write() {
+        let done = Done {
+            length: 12,
+            sha256: sha256_hex(b"hello world!"),
+            saved_as: Some("a\\b\nc (1).txt".into()),
+            duplicate: true,
+            name: "a\\b\nc.txt".into(),
+            metadata: "filename YQ==".into(),
+            at: UNIX_EPOCH,
+        };
+        let text = done.to_text();
+        assert_eq!(text.lines().count(), 7);
+        assert_eq!(Done::parse(&text), Some(done.clone()));
+        let lost = Done {
+            saved_as: None,
+            duplicate: false,
+            ..done.clone()
+        };
+        assert_eq!(Done::parse(&lost.to_text()), Some(lost));
+        for broken in [
+            String::new(),
+            "tinydrop-tus 1\nlength 1\nname a\n".to_owned(),
+            text.replace("length 12", "length x"),
+            text.replace(&done.sha256, "abc"),
+            text.replace("duplicate 1", "duplicate yes"),
+            text.replace("name ", "nom "),
+            text.replace("\\n", "\\q"),
+        ] {
+            assert_eq!(Done::parse(&broken), None, "{broken:?}");
+        }
+    }
+
+    #[test]
+    fn a_finished_upload_is_remembered_and_survives_a_restart() {
+        let dir = TempDir::new("finished");
+        let id = {
+            let tus = dir.open(LONG);
+            let id = tus.create(5, "f.txt", "filename Zi50eHQ=").unwrap();
+            let (_, done) = append_all(&tus, &id, 0, b"hello");
+            let done = done.unwrap();
+            // Handed out as a second name of the data, which stays.
+            assert_eq!(done.data_path, tus.pub_path(&id));
+            assert!(tus.data_path(&id).exists());
+            let dest = publish_only(&dir, &done);
+            tus.finish(done, "f (1).txt", true).unwrap();
+            assert_eq!(fs::read(&dest).unwrap(), b"hello");
+            assert_eq!(tus_files(&dir), vec![format!("{id}.done")]);
+            id
+        };
+        let tus = dir.open(LONG);
+        let info = tus.info(&id).unwrap();
+        assert_eq!((info.offset, info.length), (5, 5));
+        assert_eq!(info.name, "f.txt");
+        assert_eq!(info.metadata, "filename Zi50eHQ=");
+        assert!(info.expires > SystemTime::now() + Duration::from_secs(3500));
+        assert_eq!(
+            info.finished,
+            Some(Finished {
+                sha256: sha256_hex(b"hello"),
+                saved_as: Some("f (1).txt".into()),
+                duplicate: true,
+            })
+        );
+        assert_eq!(tus_files(&dir), vec![format!("{id}.done")]);
+    }
+
+    #[test]
+    fn recovery_keeps_valid_done_records_and_removes_broken_ones() {
+        let dir = TempDir::new("recover-done");
+        let (kept, broken_alone, broken_upload) = {
+            let tus = dir.open(LONG);
+            let kept = tus.create(3, "kept", "").unwrap();
+            let (_, done) = append_all(&tus, &kept, 0, b"abc");
+            publish(&tus, &dir, done.unwrap());
+            // As if killed after the record but before the clean-up.
+            fs::write(tus.meta_path(&kept), b"tinydrop-tus 1\n").unwrap();
+            fs::write(tus.data_path(&kept), b"abc").unwrap();
+            fs::write(tus.pub_path(&kept), b"abc").unwrap();
+            fs::write(dir.tus_dir().join(format!("{kept}.done.tmp")), b"half").unwrap();
+
+            let broken_alone = random_id();
+            fs::write(tus.done_path(&broken_alone), b"tinydrop-tus-done 1\nlen").unwrap();
+
+            // A broken record next to a complete upload: the upload decides.
+            let broken_upload = tus.create(3, "b", "").unwrap();
+            append_all(&tus, &broken_upload, 0, b"xyz");
+            fs::write(tus.done_path(&broken_upload), b"garbage").unwrap();
+            (kept, broken_alone, broken_upload)
+        };
+        let tus = dir.open(LONG);
+        assert_eq!(
+            tus_files(&dir),
+            sorted(vec![
+                format!("{broken_upload}.data"),
+                format!("{broken_upload}.meta"),
+                format!("{kept}.done"),
+            ])
+        );
+        let info = tus.info(&kept).unwrap();
+        assert_eq!(info.finished.unwrap().sha256, sha256_hex(b"abc"));
+        assert!(matches!(tus.info(&broken_alone), Err(Error::NotFound(_))));
+        let info = tus.info(&broken_upload).unwrap();
+        assert_eq!((info.offset, info.finished), (3, None));
+        let again = tus.completed(&broken_upload).unwrap().expect("complete");
+        assert_eq!(again.sha256, sha256_hex(b"xyz"));
+    }
+
+    #[test]
+    fn a_crash_between_publishing_and_the_record_leaves_it_complete_and_unpublished() {
+        let dir = TempDir::new("crash-window");
+        let (id, dest) = {
+            let tus = dir.open(LONG);
+            let id = tus.create(5, "c.txt", "").unwrap();
+            let (_, done) = append_all(&tus, &id, 0, b"crash");
+            let done = done.unwrap();
+            let dest = publish_only(&dir, &done);
+            // Killed here: no finish, no drop.
+            std::mem::forget(done);
+            (id, dest)
+        };
+        let tus = dir.open(LONG);
+        let info = tus.info(&id).unwrap();
+        assert_eq!((info.offset, info.length, info.finished), (5, 5, None));
+        // Publishing it again finds the same bytes (a duplicate for the store).
+        let again = tus.completed(&id).unwrap().expect("complete");
+        assert_eq!(again.sha256, sha256_hex(b"crash"));
+        let saved_as = dest.file_name().unwrap().to_str().unwrap().to_owned();
+        tus.finish(again, &saved_as, true).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"crash");
+        assert_eq!(tus_files(&dir), vec![format!("{id}.done")]);
+
+        // A crash with the `.pub` link still there: it goes at start-up, the data stays.
+        let id = tus.create(4, "d.txt", "").unwrap();
+        let (_, done) = append_all(&tus, &id, 0, b"link");
+        std::mem::forget(done.unwrap());
+        let tus = dir.open(LONG);
+        assert!(!tus.pub_path(&id).exists());
+        assert_eq!(tus.info(&id).unwrap().offset, 4);
+        assert!(tus.completed(&id).unwrap().is_some());
+    }
+
+    #[test]
+    fn without_hard_links_a_crash_after_the_move_still_ends_finished() {
+        let dir = TempDir::new("no-links");
+        let (moved, not_moved, dest) = {
+            let tus = dir.open(LONG);
+            tus.hard_links.store(false, Ordering::Relaxed);
+            let moved = tus.create(5, "m.txt", "filename bS50eHQ=").unwrap();
+            let (_, done) = append_all(&tus, &moved, 0, b"moved");
+            let done = done.unwrap();
+            assert_eq!(done.data_path, tus.data_path(&moved));
+            assert!(meta_text(&tus, &moved).contains(&format!("publishing {}\n", done.sha256)));
+            let dest = publish_only(&dir, &done);
+            std::mem::forget(done);
+
+            let not_moved = tus.create(3, "n.txt", "").unwrap();
+            let (_, done) = append_all(&tus, &not_moved, 0, b"not");
+            std::mem::forget(done.unwrap());
+            (moved, not_moved, dest)
+        };
+        let tus = dir.open(LONG);
+        let info = tus.info(&moved).unwrap();
+        assert_eq!((info.offset, info.length), (5, 5));
+        assert_eq!(info.metadata, "filename bS50eHQ=");
+        let finished = info.finished.unwrap();
+        assert_eq!(finished.sha256, sha256_hex(b"moved"));
+        assert_eq!(finished.saved_as, None);
+        assert_eq!(fs::read(&dest).unwrap(), b"moved");
+        // The rename did not happen: an ordinary complete upload, mark cleared.
+        let info = tus.info(&not_moved).unwrap();
+        assert_eq!((info.offset, info.finished), (3, None));
+        assert!(!meta_text(&tus, &not_moved).contains("publishing"));
+        assert_eq!(
+            tus_files(&dir),
+            sorted(vec![
+                format!("{moved}.done"),
+                format!("{not_moved}.data"),
+                format!("{not_moved}.meta"),
+            ])
+        );
+    }
+
+    #[test]
+    fn finished_records_expire_from_completion_and_are_swept() {
+        let dir = TempDir::new("done-expiry");
+        let tus = dir.open(Duration::from_secs(1));
+        let swept = tus.create(1, "s", "").unwrap();
+        let looked_at = tus.create(1, "l", "").unwrap();
+        let at_open = tus.create(1, "o", "").unwrap();
+        let mut published = Vec::new();
+        for id in [&swept, &looked_at, &at_open] {
+            let (_, done) = append_all(&tus, id, 0, b"x");
+            published.push(publish(&tus, &dir, done.unwrap()));
+        }
+        let info = tus.info(&swept).unwrap();
+        assert!(info.expires <= SystemTime::now() + Duration::from_secs(1));
+        thread::sleep(Duration::from_millis(1100));
+        assert!(matches!(tus.info(&looked_at), Err(Error::NotFound(_))));
+        assert!(!tus.done_path(&looked_at).exists());
+        // The sweep finds `swept` and `at_open`; put the latter's record back
+        // to see a restart remove it too.
+        let record = fs::read(tus.done_path(&at_open)).unwrap();
+        assert_eq!(tus.sweep().unwrap(), 2);
+        assert!(matches!(tus.info(&swept), Err(Error::NotFound(_))));
+        assert_eq!(tus_files(&dir), Vec::<String>::new());
+        fs::write(tus.done_path(&at_open), record).unwrap();
+        thread::sleep(Duration::from_millis(1100));
+        let tus = dir.open(Duration::from_secs(1));
+        assert!(matches!(tus.info(&at_open), Err(Error::NotFound(_))));
+        assert_eq!(tus_files(&dir), Vec::<String>::new());
+        // The published files stay.
+        for path in published {
+            assert_eq!(fs::read(path).unwrap(), b"x");
+        }
+    }
+
+    #[test]
+    fn terminating_a_finished_upload_removes_its_record_not_the_file() {
+        let dir = TempDir::new("terminate-finished");
+        let tus = dir.open(LONG);
+        let id = tus.create(3, "t", "").unwrap();
+        let (_, done) = append_all(&tus, &id, 0, b"abc");
+        let dest = publish(&tus, &dir, done.unwrap());
+        tus.terminate(&id).unwrap();
+        assert!(matches!(tus.info(&id), Err(Error::NotFound(_))));
+        assert!(matches!(tus.terminate(&id), Err(Error::NotFound(_))));
+        assert_eq!(tus_files(&dir), Vec::<String>::new());
+        assert_eq!(fs::read(dest).unwrap(), b"abc");
+        // And it stays gone after a restart.
+        let tus = dir.open(LONG);
+        assert!(matches!(tus.info(&id), Err(Error::NotFound(_))));
     }
 
     // ---- concurrency ----

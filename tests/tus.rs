@@ -178,6 +178,15 @@ pub fn tus_files(dir: &Path) -> Vec<String> {
     v
 }
 
+/// The tus directory's files but the records of finished uploads (`.done`):
+/// what an upload in progress (or a leftover) keeps.
+pub fn tus_state(dir: &Path) -> Vec<String> {
+    tus_files(dir)
+        .into_iter()
+        .filter(|f| !f.ends_with(".done"))
+        .collect()
+}
+
 fn data_len(dir: &Path, loc: &str) -> u64 {
     std::fs::metadata(tus_dir(dir).join(format!("{}.data", id_of(loc))))
         .map(|m| m.len())
@@ -660,7 +669,10 @@ fn creation_with_upload_stores_the_first_bytes_or_the_whole_file() {
     assert_eq!(r.header("Tinydrop-Status"), Some("saved"));
     assert_published(&s, &r, "whole.bin", &whole);
     let loc = r.header("Location").unwrap().to_string();
-    assert_eq!(head(&s, &loc).status, 404, "a finished upload is gone");
+    let h = head(&s, &loc);
+    assert_eq!(h.status, 200, "a finished upload is remembered");
+    assert_eq!(num(&h, "Upload-Offset"), whole.len() as u64);
+    assert_published(&s, &h, "whole.bin", &whole);
 
     // A body of another type is refused and creates nothing.
     let r = tus(
@@ -689,7 +701,7 @@ fn creation_with_upload_stores_the_first_bytes_or_the_whole_file() {
     assert_eq!(r.status, 201, "{}", r.text());
     assert_published(&s, &r, "empty.txt", b"");
     assert_eq!(
-        tus_files(&s.dir),
+        tus_state(&s.dir),
         Vec::<String>::new(),
         "leftovers in the tus dir"
     );
@@ -722,8 +734,11 @@ fn patches_append_and_the_last_one_publishes_the_file() {
         }
         at = end;
     }
-    assert_eq!(head(&s, &loc).status, 404);
-    assert_eq!(tus_files(&s.dir), Vec::<String>::new());
+    let h = head(&s, &loc);
+    assert_eq!(h.status, 200, "a finished upload is remembered");
+    assert_eq!(num(&h, "Upload-Offset"), bytes.len() as u64);
+    assert_eq!(h.header("Tinydrop-Status"), Some("saved"));
+    assert_eq!(tus_files(&s.dir), vec![format!("{}.done", id_of(&loc))]);
     let listing = s.get("/api/files").text();
     assert!(
         listing.contains("\"path\":\"three/parts.bin\",\"size\":1000003"),
@@ -1114,7 +1129,7 @@ fn the_finished_file_gets_name_rules_versions_and_duplicates() {
     assert_eq!(std::fs::read(s.dir.join(name)).unwrap(), b"utf8");
 
     assert_eq!(
-        tus_files(&s.dir),
+        tus_state(&s.dir),
         Vec::<String>::new(),
         "duplicates left data behind"
     );
@@ -1142,7 +1157,7 @@ fn a_cut_patch_keeps_what_arrived_and_a_resumed_patch_completes() {
     let r = patch(&s, &loc, kept, &bytes[kept as usize..]);
     assert_eq!(r.status, 204, "{}", r.text());
     assert_published(&s, &r, "cut.bin", &bytes);
-    assert_eq!(tus_files(&s.dir), Vec::<String>::new());
+    assert_eq!(tus_state(&s.dir), Vec::<String>::new());
 }
 
 #[test]
@@ -1229,7 +1244,7 @@ fn kill_9_mid_patch_and_a_restart_resume_byte_identical() {
     let r = patch(&s, &loc, at, &bytes[at as usize..]);
     assert_eq!(r.status, 204, "{}", r.text());
     assert_published(&s, &r, "killed.bin", &bytes);
-    assert_eq!(tus_files(&dir), Vec::<String>::new());
+    assert_eq!(tus_state(&dir), Vec::<String>::new());
 }
 
 #[test]
@@ -1270,4 +1285,194 @@ fn uploads_survive_a_clean_restart() {
     let r = patch(&s, &loc, half as u64, &bytes[half..]);
     assert_eq!(r.status, 204);
     assert_published(&s, &r, "kept/over.bin", &bytes);
+}
+
+// ---- finished uploads ------------------------------------------------------
+
+/// Regular files directly in DIR (not `.tinydrop`), sorted.
+fn top_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A HEAD on a finished upload: 200, the offset at the length, and the
+/// headers of the publishing.
+fn assert_head_finished(s: &Server, loc: &str, saved_as: &str, bytes: &[u8], status: &str) {
+    let h = head(s, loc);
+    assert_eq!(h.status, 200, "HEAD on a finished upload: {:?}", h.headers);
+    assert_eq!(num(&h, "Upload-Offset"), bytes.len() as u64);
+    assert_eq!(num(&h, "Upload-Length"), bytes.len() as u64);
+    assert!(h.header("Upload-Expires").is_some(), "{:?}", h.headers);
+    assert_eq!(h.header("Tinydrop-Status"), Some(status), "{:?}", h.headers);
+    assert_published(s, &h, saved_as, bytes);
+}
+
+#[test]
+fn a_cut_right_after_the_last_byte_is_finished_and_head_says_so() {
+    let s = Server::start(&[]);
+    let bytes = Noise::bytes(101, 3 << 20);
+    let loc = create(&s, bytes.len() as u64, "lost-answer.bin");
+    // The whole body, then the connection goes before the answer is read.
+    let c = open_patch(&s, &loc, 0, bytes.len(), &bytes);
+    drop(c);
+    // The client comes back and asks where to resume: at the end.
+    let mut last = None;
+    let published = wait_until(Duration::from_secs(10), || {
+        let h = head(&s, &loc);
+        let done = h.status == 200 && h.header("Tinydrop-Saved-As").is_some();
+        last = Some(h);
+        done
+    });
+    assert!(
+        published,
+        "HEAD never reported the finished upload: {last:?}"
+    );
+    assert_head_finished(&s, &loc, "lost-answer.bin", &bytes, "saved");
+    // The final empty PATCH a client may send then also succeeds.
+    let r = patch(&s, &loc, bytes.len() as u64, b"");
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(num(&r, "Upload-Offset"), bytes.len() as u64);
+    assert_published(&s, &r, "lost-answer.bin", &bytes);
+    // Stored once.
+    assert_eq!(top_files(&s.dir), vec!["lost-answer.bin".to_string()]);
+    assert_eq!(tus_state(&s.dir), Vec::<String>::new());
+}
+
+#[test]
+fn an_empty_upload_is_finished_by_its_post_and_takes_an_empty_patch() {
+    let s = Server::start(&[]);
+    let r = tus(
+        &s,
+        "POST",
+        "/api/tus/",
+        &[
+            ("Upload-Length", "0"),
+            ("Upload-Metadata", &meta("nothing.txt")),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(num(&r, "Upload-Offset"), 0);
+    assert_published(&s, &r, "nothing.txt", b"");
+    let loc = r.header("Location").unwrap().to_string();
+    assert_head_finished(&s, &loc, "nothing.txt", b"", "saved");
+
+    // tus-js-client and others send one empty PATCH at 0 after creating it.
+    let r = patch(&s, &loc, 0, b"");
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(r.header("Upload-Offset"), Some("0"));
+    assert_eq!(r.header("Tus-Resumable"), Some("1.0.0"));
+    assert!(r.header("Upload-Expires").is_some(), "{:?}", r.headers);
+    assert_eq!(r.header("Tinydrop-Status"), Some("saved"));
+    assert_published(&s, &r, "nothing.txt", b"");
+    // Chunked and empty: the same.
+    let raw = |body: &str| {
+        s.raw(format!("PATCH {loc} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: {OCTETS}\r\nTransfer-Encoding: chunked\r\n\r\n{body}").as_bytes())
+    };
+    let r = raw("0\r\n\r\n");
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(r.header("Tinydrop-Saved-As"), Some("nothing.txt"));
+
+    // Another offset is a conflict; bytes past the length are too large.
+    let r = patch(&s, &loc, 1, b"");
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = patch(&s, &loc, 0, b"x");
+    assert_eq!(r.status, 413, "{}", r.text());
+    let r = raw("1\r\nx\r\n0\r\n\r\n");
+    assert_eq!(r.status, 413, "{}", r.text());
+    let r = tus(
+        &s,
+        "PATCH",
+        &loc,
+        &[("Upload-Offset", "0"), ("Content-Type", "text/plain")],
+        b"",
+    );
+    assert_eq!(r.status, 415, "{}", r.text());
+    // Nothing changed.
+    assert_head_finished(&s, &loc, "nothing.txt", b"", "saved");
+    assert_eq!(top_files(&s.dir), vec!["nothing.txt".to_string()]);
+}
+
+#[test]
+fn a_finished_upload_is_remembered_across_restarts() {
+    let tmp = TempDir::new();
+    let dir = tmp.path().join("uploads");
+    let bytes = Noise::bytes(111, 200_000);
+    let (first, second);
+    {
+        let mut s = Server::start_in(&dir, &[]);
+        first = create(&s, bytes.len() as u64, "restart.bin");
+        assert_eq!(patch(&s, &first, 0, &bytes).status, 204);
+        // The same bytes again: a duplicate, remembered as one.
+        second = create(&s, bytes.len() as u64, "restart.bin");
+        assert_eq!(patch(&s, &second, 0, &bytes).status, 204);
+        s.kill9();
+    }
+    {
+        let mut s = Server::start_in(&dir, &[]);
+        assert_head_finished(&s, &first, "restart.bin", &bytes, "saved");
+        assert_head_finished(&s, &second, "restart.bin", &bytes, "duplicate");
+        s.signal("TERM");
+        assert_eq!(s.wait_exit(Duration::from_secs(15)), Some(0));
+    }
+    let s = Server::start_in(&dir, &[]);
+    assert_head_finished(&s, &first, "restart.bin", &bytes, "saved");
+    let r = patch(&s, &first, bytes.len() as u64, b"");
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(top_files(&dir), vec!["restart.bin".to_string()]);
+    assert_eq!(tus_state(&dir), Vec::<String>::new());
+}
+
+#[test]
+fn a_finished_upload_is_forgotten_after_the_expiry_and_its_file_stays() {
+    let s = Server::start(&["--tus-expiry", "2s"]);
+    let bytes = Noise::bytes(121, 10_000);
+    let loc = create(&s, bytes.len() as u64, "kept.bin");
+    let r = patch(&s, &loc, 0, &bytes);
+    assert_eq!(r.status, 204);
+    let finished = Instant::now();
+    assert_head_finished(&s, &loc, "kept.bin", &bytes, "saved");
+    let expires = parse_http_date(head(&s, &loc).header("Upload-Expires").unwrap()).unwrap();
+    assert!(
+        expires <= now_secs() + 3,
+        "Upload-Expires is not about 2 s after completion"
+    );
+    assert!(
+        wait_until(Duration::from_secs(8), || head(&s, &loc).status == 404),
+        "the record of a finished upload did not expire"
+    );
+    assert!(
+        finished.elapsed() >= Duration::from_millis(1500),
+        "expired after {:?}, before its 2 s",
+        finished.elapsed()
+    );
+    assert_eq!(patch(&s, &loc, bytes.len() as u64, b"").status, 404);
+    assert_eq!(tus_files(&s.dir), Vec::<String>::new());
+    assert_eq!(std::fs::read(s.dir.join("kept.bin")).unwrap(), bytes);
+}
+
+#[test]
+fn deleting_a_finished_upload_forgets_it_and_keeps_the_file() {
+    let s = Server::start(&[]);
+    let bytes = Noise::bytes(131, 50_000);
+    let loc = create(&s, bytes.len() as u64, "stays.bin");
+    assert_eq!(patch(&s, &loc, 0, &bytes).status, 204);
+    let r = tus(&s, "DELETE", &loc, &[], b"");
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(r.header("Tus-Resumable"), Some("1.0.0"));
+    assert_eq!(head(&s, &loc).status, 404);
+    assert_eq!(patch(&s, &loc, bytes.len() as u64, b"").status, 404);
+    assert_eq!(tus(&s, "DELETE", &loc, &[], b"").status, 404);
+    assert_eq!(tus_files(&s.dir), Vec::<String>::new());
+    assert_eq!(std::fs::read(s.dir.join("stays.bin")).unwrap(), bytes);
+    assert!(s
+        .get("/api/files")
+        .text()
+        .contains("\"path\":\"stays.bin\""));
 }

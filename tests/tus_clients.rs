@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::tus::{head, num, tus_files};
+use crate::tus::{head, num, tus_state};
 use crate::util::*;
 
 const MIB: u64 = 1 << 20;
@@ -301,7 +301,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The client's final lines name the file and its hash; the file in DIR is
-/// byte-identical and nothing is left in the tus directory.
+/// byte-identical and nothing but finished-upload records is left in the tus
+/// directory.
 fn assert_uploaded(dir: &Path, lines: &[String], name: &str, sha: &str) {
     assert!(lines.iter().any(|l| l == "DONE"), "{lines:#?}");
     assert!(
@@ -320,7 +321,7 @@ fn assert_uploaded(dir: &Path, lines: &[String], name: &str, sha: &str) {
         "{name} in DIR differs from the source"
     );
     assert_eq!(
-        tus_files(dir),
+        tus_state(dir),
         Vec::<String>::new(),
         "leftovers in the tus dir"
     );

@@ -111,12 +111,7 @@ impl<'c> Body<'c> {
                     return Err(BodyError::Malformed("The body could not be read.".into()).into_io())
                 }
                 State::Length(left) => {
-                    let want = out.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let n = self.conn.read_body(&mut out[..want], self.idle)?;
-                    if n == 0 {
-                        return Err(BodyError::Cut.into_io());
-                    }
-                    let left = left - n as u64;
+                    let (n, left) = self.read_at_most(out, left)?;
                     self.state = if left == 0 {
                         State::Done
                     } else {
@@ -125,12 +120,7 @@ impl<'c> Body<'c> {
                     return Ok(n);
                 }
                 State::ChunkData(left) => {
-                    let want = out.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let n = self.conn.read_body(&mut out[..want], self.idle)?;
-                    if n == 0 {
-                        return Err(BodyError::Cut.into_io());
-                    }
-                    let left = left - n as u64;
+                    let (n, left) = self.read_at_most(out, left)?;
                     self.state = if left == 0 {
                         State::ChunkEnd
                     } else {
@@ -167,6 +157,16 @@ impl<'c> Body<'c> {
                     };
                 }
             }
+        }
+    }
+
+    /// Reads up to `left` body bytes; the count read and what is left.
+    /// The stream ending first is a cut body.
+    fn read_at_most(&mut self, out: &mut [u8], left: u64) -> io::Result<(usize, u64)> {
+        let want = out.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        match self.conn.read_body(&mut out[..want], self.idle)? {
+            0 => Err(BodyError::Cut.into_io()),
+            n => Ok((n, left - n as u64)),
         }
     }
 

@@ -9,7 +9,8 @@ want_js=4.3.1
 have_js=$(node -p "require('./node_modules/tus-js-client/package.json').version" 2>/dev/null || true)
 if [ "$have_js" != "$want_js" ]; then
     echo "setup: installing tus-js-client@$want_js"
-    npm install --no-audit --no-fund --no-save "tus-js-client@$want_js"
+    # From package.json, so the browser tests' packages stay installed too.
+    npm install --no-audit --no-fund
 else
     echo "setup: tus-js-client $have_js already there"
 fi
