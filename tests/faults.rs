@@ -348,20 +348,29 @@ fn check_dir(
     visible.len()
 }
 
-/// `<id>` of every file in DIR/.tinydrop/tus (`<id>.data`, `<id>.meta`).
-fn tus_ids(dir: &Path) -> BTreeSet<String> {
-    fs::read_dir(dir.join(".tinydrop/tus"))
+/// What DIR/.tinydrop/tus holds after a restart: the ids of uploads in
+/// progress (`<id>.data` and `<id>.meta`) and of finished ones (`<id>.done`,
+/// a small record kept until it expires). Anything else (a `.pub` link
+/// or a `.tmp` left by the crash) would be left-over data: it fails.
+fn tus_ids(dir: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (mut open, mut done) = (BTreeSet::new(), BTreeSet::new());
+    for entry in fs::read_dir(dir.join(".tinydrop/tus"))
         .expect("read tus dir")
         .flatten()
-        .map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let id = name
-                .strip_suffix(".data")
-                .or_else(|| name.strip_suffix(".meta"))
-                .unwrap_or_else(|| panic!("unexpected {name:?} in .tinydrop/tus"));
-            id.to_string()
-        })
-        .collect()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name
+            .strip_suffix(".data")
+            .or_else(|| name.strip_suffix(".meta"))
+        {
+            open.insert(id.to_string());
+        } else if let Some(id) = name.strip_suffix(".done") {
+            done.insert(id.to_string());
+        } else {
+            panic!("left in .tinydrop/tus after a restart: {name:?}");
+        }
+    }
+    (open, done)
 }
 
 #[test]
@@ -375,6 +384,8 @@ fn kill_9_at_random_moments_in_five_rounds_of_mixed_uploads_loses_nothing_acknow
     let mut s = Server::start_in(&dir, &args);
     let mut expected: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut acked: BTreeSet<String> = BTreeSet::new();
+    // Every tus id a client was told, in any round.
+    let mut known: BTreeSet<String> = BTreeSet::new();
     let total: u64 = SIZES.iter().sum();
     let (mut all_acked, mut all_checked, mut all_resumed) = (0, 0, 0);
     for round in 0..ROUNDS {
@@ -452,13 +463,12 @@ fn kill_9_at_random_moments_in_five_rounds_of_mixed_uploads_loses_nothing_acknow
             .into_iter()
             .filter_map(|h| h.join().unwrap())
             .collect();
-        for (door, name, seed, len) in &plan {
+        for (_, name, seed, len) in &plan {
             // Whatever was sent or not, this name may only ever hold these bytes.
             let sha = match results.iter().find(|r| &r.name == name) {
                 Some(r) => r.sha.clone(),
                 None => sha256_hex(&Noise::bytes(*seed, *len as usize)),
             };
-            let _ = door;
             expected.insert(name.clone(), (*len, sha));
         }
         let round_acked = results.iter().filter(|r| r.acked).count();
@@ -469,11 +479,12 @@ fn kill_9_at_random_moments_in_five_rounds_of_mixed_uploads_loses_nothing_acknow
 
         // tus: every known unfinished upload resumes from an offset between
         // what was acknowledged and what was sent, and completes identical.
-        let known: BTreeSet<String> = results
-            .iter()
-            .filter_map(|r| r.loc.as_deref())
-            .map(|l| l.rsplit('/').next().unwrap().to_string())
-            .collect();
+        known.extend(
+            results
+                .iter()
+                .filter_map(|r| r.loc.as_deref())
+                .map(|l| l.rsplit('/').next().unwrap().to_string()),
+        );
         let mut resumed = 0;
         for r in results.iter().filter(|r| r.door == Door::Tus && !r.acked) {
             let Some(loc) = &r.loc else { continue };
@@ -526,9 +537,15 @@ fn kill_9_at_random_moments_in_five_rounds_of_mixed_uploads_loses_nothing_acknow
             acked.insert(r.name.clone());
             resumed += 1;
         }
-        // What is left in .tinydrop/tus: only uploads whose creation was
-        // never answered (the client cannot know them); terminate those.
-        let unknown: Vec<String> = tus_ids(&dir).difference(&known).cloned().collect();
+        // What is left in .tinydrop/tus: records of finished uploads, and
+        // uploads whose creation was never answered (the client cannot know
+        // them); terminate those.
+        let (open, done) = tus_ids(&dir);
+        let unknown: Vec<String> = open
+            .union(&done)
+            .filter(|id| !known.contains(*id))
+            .cloned()
+            .collect();
         let unanswered = results.iter().filter(|r| r.unanswered_creation).count();
         assert!(
             unknown.len() <= unanswered,
@@ -546,10 +563,11 @@ fn kill_9_at_random_moments_in_five_rounds_of_mixed_uploads_loses_nothing_acknow
             .expect("DELETE");
             assert_eq!(r.status, 204, "terminate {id}: {}", r.text());
         }
+        let (open, done) = tus_ids(&dir);
+        assert!(open.is_empty(), "tus uploads still open: {open:?}");
         assert!(
-            tus_ids(&dir).is_empty(),
-            "tus uploads left: {:?}",
-            tus_ids(&dir)
+            done.is_subset(&known),
+            "records of unknown uploads: {done:?}"
         );
         assert!(temps(&dir).is_empty(), "temps: {:?}", temps(&dir));
         let checked_after = check_dir(&s, &expected, &acked);
