@@ -41,3 +41,9 @@ browser-test:
 
 clean:
 	$(CARGO) clean
+
+## Every cargo-fuzz target for FUZZ_SECONDS each (default 60), no sanitizer.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz:
+	bash fuzz/run.sh $(FUZZ_SECONDS)

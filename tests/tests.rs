@@ -5,6 +5,7 @@ mod util;
 mod access;
 mod cli;
 mod core;
+mod faults;
 mod tls;
 mod tus;
 mod tus_clients;

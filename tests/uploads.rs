@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,12 +15,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 use crate::util::*;
-
-const BOUNDARY: &str = "XbOuNdArYx";
-const MIB: u64 = 1 << 20;
 
 // ---- a little JSON reader, for the server's answers ------------------------
 
@@ -274,12 +269,6 @@ fn multipart(files: &[(&[u8], &[u8])]) -> Vec<u8> {
     body
 }
 
-fn post_head(len: usize) -> String {
-    format!(
-        "POST / HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
-    )
-}
-
 fn post_multipart(s: &Server, files: &[(&[u8], &[u8])]) -> Resp {
     let body = multipart(files);
     s.raw(&[post_head(body.len()).as_bytes(), &body].concat())
@@ -331,150 +320,7 @@ fn send_in_background(c: &TcpStream, bytes: Vec<u8>) -> thread::JoinHandle<u64> 
     })
 }
 
-/// Sends `len` bytes of `Noise(seed)` in 1 MiB writes (as chunks when
-/// `chunked`), hashing every byte, also the ones that could no longer be sent
-/// after a write failed. Returns the sha256 of the whole stream and how the
-/// sending went. `progress` counts bytes written.
-fn stream_noise(
-    w: &mut impl Write,
-    seed: u64,
-    len: u64,
-    chunked: bool,
-    progress: Option<&AtomicU64>,
-) -> (String, io::Result<()>) {
-    let mut noise = Noise(seed.max(1));
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; MIB as usize];
-    let mut left = len;
-    let mut result = Ok(());
-    while left > 0 {
-        let n = left.min(MIB) as usize;
-        noise.fill(&mut buf[..n]);
-        hasher.update(&buf[..n]);
-        left -= n as u64;
-        if result.is_ok() {
-            result = if chunked {
-                w.write_all(format!("{n:x}\r\n").as_bytes())
-                    .and_then(|()| w.write_all(&buf[..n]))
-                    .and_then(|()| w.write_all(b"\r\n"))
-            } else {
-                w.write_all(&buf[..n])
-            };
-            if result.is_ok() {
-                if let Some(p) = progress {
-                    p.fetch_add(n as u64, Ordering::SeqCst);
-                }
-            }
-        }
-    }
-    if chunked && result.is_ok() {
-        result = w.write_all(b"0\r\n\r\n");
-    }
-    (hex(&hasher.finalize()), result)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn sha256_file(path: &Path) -> String {
-    let mut f = fs::File::open(path).expect("open stored file");
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; MIB as usize];
-    loop {
-        let n = f.read(&mut buf).expect("read stored file");
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    hex(&hasher.finalize())
-}
-
-/// The multipart framing around one file of `len` bytes: (head, tail).
-fn multipart_frame(name: &str) -> (String, String) {
-    (
-        format!(
-            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-        ),
-        format!("\r\n--{BOUNDARY}--\r\n"),
-    )
-}
-
 // ---- the upload directory ---------------------------------------------------
-
-/// Regular files under `dir`, relative and `/`-separated, sorted; the
-/// top-level `.tinydrop` is skipped, symlinks are not followed (and listed
-/// with a trailing `@` so that they show in a comparison).
-fn stored(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![(dir.to_path_buf(), String::new())];
-    while let Some((d, prefix)) = stack.pop() {
-        for entry in fs::read_dir(&d).expect("read dir").flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if prefix.is_empty() && name == ".tinydrop" {
-                continue;
-            }
-            let rel = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
-            let kind = fs::symlink_metadata(entry.path())
-                .expect("lstat")
-                .file_type();
-            if kind.is_dir() {
-                stack.push((entry.path(), rel));
-            } else if kind.is_symlink() {
-                out.push(format!("{rel}@"));
-            } else {
-                out.push(rel);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Everything under DIR/.tinydrop other than its `tmp` and `tus` folders.
-fn private_leftovers(dir: &Path) -> Vec<String> {
-    let private = dir.join(".tinydrop");
-    let mut out = Vec::new();
-    for entry in fs::read_dir(&private).expect("read .tinydrop").flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if (name == "tmp" || name == "tus") && is_dir {
-            for inner in fs::read_dir(entry.path()).expect("read").flatten() {
-                out.push(format!("{name}/{}", inner.file_name().to_string_lossy()));
-            }
-        } else {
-            out.push(name);
-        }
-    }
-    out
-}
-
-fn temps(dir: &Path) -> Vec<String> {
-    fs::read_dir(dir.join(".tinydrop/tmp"))
-        .expect("read tmp")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
-/// Polls `cond` every 20 ms until it holds or `timeout` passes.
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Polls (2 s) until DIR holds no file and no temp file; says what is left.
 fn assert_left_nothing(dir: &Path, context: &str) {
@@ -1325,11 +1171,70 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Free bytes on the file system of `path` (`stat -f`).
+fn free_bytes(path: &Path) -> u64 {
+    let out = Command::new("stat")
+        .args(["-f", "-c", "%a %S"])
+        .arg(path)
+        .output()
+        .expect("stat -f");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text
+        .split_whitespace()
+        .map(|w| w.parse::<u64>().expect("a number"));
+    words.next().expect("free blocks") * words.next().expect("block size")
+}
+
+/// Sends only the head of a request that says `Expect: 100-continue`: the
+/// first answer must be the refusal itself, no `100 Continue` first.
+fn refused_before_the_body(s: &Server, head: &str, status: u16, context: &str) {
+    let mut c = s.connect();
+    c.write_all(head.as_bytes()).unwrap();
+    let first = read_one(&mut c, false).expect("an answer");
+    assert_ne!(
+        first.status, 100,
+        "{context}: 100 Continue came before the refusal"
+    );
+    assert_error(&first, status, context);
+}
+
+fn tus_create_head(len: u64, name: &str, extra: &str) -> String {
+    format!(
+        "POST /api/tus/ HTTP/1.1\r\nHost: t\r\nTus-Resumable: 1.0.0\r\nUpload-Length: {len}\r\nUpload-Metadata: filename {}\r\n{extra}\r\n",
+        crate::tus::b64(name.as_bytes())
+    )
+}
+
+fn tus_patch_head(loc: &str, offset: u64, len: usize) -> String {
+    format!(
+        "PATCH {loc} HTTP/1.1\r\nHost: t\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: {len}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// A whole tus upload in one PATCH; the 204 of that PATCH.
+fn tus_whole(s: &Server, name: &str, bytes: &[u8]) -> Resp {
+    let r = s.raw(
+        tus_create_head(
+            bytes.len() as u64,
+            name,
+            "Content-Length: 0\r\nConnection: close\r\n",
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 201, "create {name}: {}", r.text());
+    let loc = r.header("Location").expect("Location").to_string();
+    s.raw(&[tus_patch_head(&loc, 0, bytes.len()).as_bytes(), bytes].concat())
+}
+
+/// A full disk through all three doors: refusals before the body wherever
+/// the size is declared (no `100 Continue` first), 507 with a sentence when
+/// the disk fills mid-write, nothing partial left, and uploads work again
+/// once space is freed.
 #[test]
 fn a_full_disk_answers_507_and_leaves_nothing_partial() {
     let tmp = TempDir::new();
     // Declared before the server, so it is unmounted after the server stopped.
-    let mnt = match Tmpfs::mount(&tmp.path().join("small"), "8m") {
+    let mnt = match Tmpfs::mount(&tmp.path().join("small"), "16m") {
         Ok(m) => m,
         Err(why) => {
             eprintln!("SKIPPED: a_full_disk_answers_507_and_leaves_nothing_partial: {why}");
@@ -1338,15 +1243,42 @@ fn a_full_disk_answers_507_and_leaves_nothing_partial() {
     };
     let dir = mnt.0.join("uploads");
     let s = Server::start_in(&dir, &[]);
+    let tus_left = || crate::tus::tus_files(&dir);
     const BIG: usize = 20_000_000;
 
-    // Declared: refused before the body, no 100 Continue.
-    let mut c = s.connect();
-    c.write_all(format!("PUT /files/declared.bin HTTP/1.1\r\nHost: t\r\nContent-Length: {BIG}\r\nExpect: 100-continue\r\n\r\n").as_bytes()).unwrap();
-    let first = read_one(&mut c, false).expect("an answer");
-    assert_eq!(first.status, 507, "100 Continue (or other) came first");
-    assert_error(&first, 507, "declared 20 MB");
-    drop(c);
+    // Declared sizes that cannot fit: refused before the body, by every door.
+    refused_before_the_body(
+        &s,
+        &format!("PUT /files/declared.bin HTTP/1.1\r\nHost: t\r\nContent-Length: {BIG}\r\nExpect: 100-continue\r\n\r\n"),
+        507,
+        "PUT declaring 20 MB",
+    );
+    refused_before_the_body(
+        &s,
+        &format!(
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {BIG}\r\nExpect: 100-continue\r\n\r\n"
+        ),
+        507,
+        "multipart declaring 20 MB",
+    );
+    refused_before_the_body(
+        &s,
+        &tus_create_head(BIG as u64, "tus.bin", "Content-Length: 0\r\n"),
+        507,
+        "tus creation of 20 MB",
+    );
+    refused_before_the_body(
+        &s,
+        &tus_create_head(
+            BIG as u64,
+            "tus-with-body.bin",
+            &format!("Content-Type: application/offset+octet-stream\r\nContent-Length: {BIG}\r\nExpect: 100-continue\r\n"),
+        ),
+        507,
+        "tus creation-with-upload of 20 MB",
+    );
+    assert_left_nothing(&dir, "declared 20 MB");
+    assert!(tus_left().is_empty(), "tus files left: {:?}", tus_left());
 
     let big = Noise::bytes(9, BIG);
     // Chunked PUT: the disk fills mid-write.
@@ -1394,6 +1326,111 @@ fn a_full_disk_answers_507_and_leaves_nothing_partial() {
     assert_stored(&dir, "one.bin", &one);
     assert_stored(&dir, "two.bin", &two);
     assert!(temps(&dir).is_empty());
+
+    // A tus upload created while there is room; then a filler file next to
+    // DIR leaves about 1.5 MiB free, less than 1 MB plus the server's margin.
+    let resumable = Noise::bytes(12, 1_000_000);
+    let r = s.raw(
+        tus_create_head(
+            1_000_000,
+            "resumable.bin",
+            "Content-Length: 0\r\nConnection: close\r\n",
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let loc = r.header("Location").expect("Location").to_string();
+    let filler = mnt.0.join("filler");
+    let free = free_bytes(&mnt.0);
+    fs::write(&filler, vec![0u8; (free - 3 * MIB / 2) as usize]).expect("write the filler");
+    let free = free_bytes(&mnt.0);
+    assert!(free < 2 * MIB, "{free} bytes still free");
+    let three = Noise::bytes(13, 1_000_000);
+    refused_before_the_body(
+        &s,
+        "PUT /files/three.bin HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n",
+        507,
+        "PUT of 1 MB on a full disk",
+    );
+    let form = multipart(&[(&b"four.bin"[..], &three[..])]);
+    refused_before_the_body(
+        &s,
+        &format!(
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            form.len()
+        ),
+        507,
+        "multipart of 1 MB on a full disk",
+    );
+    refused_before_the_body(
+        &s,
+        &tus_create_head(1_000_000, "five.bin", "Content-Length: 0\r\n"),
+        507,
+        "tus creation of 1 MB on a full disk",
+    );
+    refused_before_the_body(
+        &s,
+        &tus_patch_head(&loc, 0, resumable.len()),
+        507,
+        "tus PATCH of 1 MB on a full disk",
+    );
+    let h = crate::tus::head(&s, &loc);
+    assert_eq!(
+        crate::tus::num(&h, "Upload-Offset"),
+        0,
+        "the refused PATCH wrote"
+    );
+    assert_eq!(
+        stored(&dir),
+        ["one.bin", "two.bin"],
+        "something partial is visible"
+    );
+    assert!(temps(&dir).is_empty(), "temps left: {:?}", temps(&dir));
+    assert_eq!(tus_left().len(), 2, "tus files: {:?}", tus_left());
+
+    // Space freed: every door works again, byte for byte.
+    fs::remove_file(&filler).unwrap();
+    assert_saved(
+        &put(&s, "three.bin", &three),
+        "three.bin",
+        "PUT after freeing space",
+    );
+    let four = Noise::bytes(14, 1_000_000);
+    assert_saved(
+        &post_one(&s, "four.bin", &four),
+        "four.bin",
+        "POST after freeing space",
+    );
+    let five = Noise::bytes(15, 1_000_000);
+    let r = tus_whole(&s, "five.bin", &five);
+    assert_eq!(r.status, 204, "tus after freeing space: {}", r.text());
+    assert_eq!(r.header("Tinydrop-Saved-As"), Some("five.bin"));
+    let r = s.raw(
+        &[
+            tus_patch_head(&loc, 0, resumable.len()).as_bytes(),
+            &resumable[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(r.status, 204, "the tus upload refused before: {}", r.text());
+    assert_eq!(r.header("Tinydrop-Saved-As"), Some("resumable.bin"));
+    for (name, bytes) in [
+        ("one.bin", &one),
+        ("two.bin", &two),
+        ("three.bin", &three),
+        ("four.bin", &four),
+        ("five.bin", &five),
+        ("resumable.bin", &resumable),
+    ] {
+        assert_stored(&dir, name, bytes);
+    }
+    assert!(temps(&dir).is_empty());
+    // Only the small records of the two finished tus uploads stay.
+    let left = tus_left();
+    assert!(
+        left.len() == 2 && left.iter().all(|f| f.ends_with(".done")),
+        "tus files left: {left:?}"
+    );
     drop(s);
 }
 
@@ -1536,18 +1573,6 @@ fn kill_9_during_sixteen_big_uploads_leaves_only_complete_files_after_restart() 
         "{:?}",
         private_leftovers(&dir)
     );
-}
-
-/// A connection that could not be made: every write fails.
-struct Unplugged;
-
-impl Write for Unplugged {
-    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-        Err(io::Error::new(io::ErrorKind::NotConnected, "not connected"))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 // ---- big uploads ------------------------------------------------------------------

@@ -3,7 +3,8 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tinydrop");
 
@@ -434,4 +437,171 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+// ---- shared by the upload, tus and fault tests --------------------------------
+
+/// The multipart boundary the tests send.
+pub const BOUNDARY: &str = "XbOuNdArYx";
+pub const MIB: u64 = 1 << 20;
+
+pub fn post_head(len: usize) -> String {
+    format!(
+        "POST / HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    )
+}
+
+/// Sends `len` bytes of `Noise(seed)` in 1 MiB writes (as chunks when
+/// `chunked`), hashing every byte, also the ones that could no longer be sent
+/// after a write failed. Returns the sha256 of the whole stream and how the
+/// sending went. `progress` counts bytes written.
+pub fn stream_noise(
+    w: &mut impl Write,
+    seed: u64,
+    len: u64,
+    chunked: bool,
+    progress: Option<&AtomicU64>,
+) -> (String, io::Result<()>) {
+    let mut noise = Noise(seed.max(1));
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; MIB as usize];
+    let mut left = len;
+    let mut result = Ok(());
+    while left > 0 {
+        let n = left.min(MIB) as usize;
+        noise.fill(&mut buf[..n]);
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+        if result.is_ok() {
+            result = if chunked {
+                w.write_all(format!("{n:x}\r\n").as_bytes())
+                    .and_then(|()| w.write_all(&buf[..n]))
+                    .and_then(|()| w.write_all(b"\r\n"))
+            } else {
+                w.write_all(&buf[..n])
+            };
+            if result.is_ok() {
+                if let Some(p) = progress {
+                    p.fetch_add(n as u64, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+    if chunked && result.is_ok() {
+        result = w.write_all(b"0\r\n\r\n");
+    }
+    (hex(&hasher.finalize()), result)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    let mut f = fs::File::open(path).expect("open stored file");
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; MIB as usize];
+    loop {
+        let n = f.read(&mut buf).expect("read stored file");
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hex(&hasher.finalize())
+}
+
+/// The multipart framing around one file of `len` bytes: (head, tail).
+pub fn multipart_frame(name: &str) -> (String, String) {
+    (
+        format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        ),
+        format!("\r\n--{BOUNDARY}--\r\n"),
+    )
+}
+
+/// Regular files under `dir`, relative and `/`-separated, sorted; the
+/// top-level `.tinydrop` is skipped, symlinks are not followed (and listed
+/// with a trailing `@` so that they show in a comparison).
+pub fn stored(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), String::new())];
+    while let Some((d, prefix)) = stack.pop() {
+        for entry in fs::read_dir(&d).expect("read dir").flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if prefix.is_empty() && name == ".tinydrop" {
+                continue;
+            }
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let kind = fs::symlink_metadata(entry.path())
+                .expect("lstat")
+                .file_type();
+            if kind.is_dir() {
+                stack.push((entry.path(), rel));
+            } else if kind.is_symlink() {
+                out.push(format!("{rel}@"));
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Everything under DIR/.tinydrop other than its `tmp` and `tus` folders.
+pub fn private_leftovers(dir: &Path) -> Vec<String> {
+    let private = dir.join(".tinydrop");
+    let mut out = Vec::new();
+    for entry in fs::read_dir(&private).expect("read .tinydrop").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if (name == "tmp" || name == "tus") && is_dir {
+            for inner in fs::read_dir(entry.path()).expect("read").flatten() {
+                out.push(format!("{name}/{}", inner.file_name().to_string_lossy()));
+            }
+        } else {
+            out.push(name);
+        }
+    }
+    out
+}
+
+pub fn temps(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir.join(".tinydrop/tmp"))
+        .expect("read tmp")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A connection that could not be made: every write fails.
+pub struct Unplugged;
+
+impl Write for Unplugged {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        Err(io::Error::new(io::ErrorKind::NotConnected, "not connected"))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }

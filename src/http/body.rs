@@ -182,7 +182,9 @@ impl<'c> Body<'c> {
                 self.conn.consume(i + 1);
                 return Ok(line);
             }
-            if buffered.len() > max + 1 {
+            // A full buffer without a line end is a line too long as well:
+            // `fill` would return 0 for it, which reads as a cut connection.
+            if buffered.len() > max + 1 || buffered.len() == self.conn.buf.len() {
                 return Err(malformed("The chunked body has a line that is too long."));
             }
             match self.conn.fill(self.idle)? {
@@ -380,6 +382,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_line_longer_than_the_connection_buffer_is_too_long_not_a_cut() {
+        // The test connections have a 1 KiB buffer (the server's: 16 KiB,
+        // as large as the trailer limit): a trailer or chunk-size line that
+        // fills it was reported as "the connection closed" while it was open.
+        let long = "a".repeat(3000);
+        for input in [
+            format!("0\r\nX-T: {long}\r\n\r\n"),
+            format!("5;ext={long}\r\nhello\r\n0\r\n\r\n"),
+        ] {
+            for chunk in [1, 7, 4096] {
+                let (got, _) = decode(input.as_bytes(), chunk, Framing::Chunked, u64::MAX);
+                let err = got.unwrap_err();
+                assert!(err.contains("too long"), "reads of {chunk}: {err}");
+            }
+        }
+        // A line cut by the end of the stream is still a cut.
+        let (got, _) = decode(b"0\r\nX-T: aaa", 3, Framing::Chunked, u64::MAX);
+        assert!(got.unwrap_err().contains("closed before"));
     }
 
     #[test]
