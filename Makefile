@@ -18,7 +18,7 @@ release:
 
 ## Everything CI checks: formatting, lints, unit and integration tests,
 ## real tus clients and browser tests (installed when missing).
-test: setup check unit browser-test
+test: setup check unit browser-test fuzz-smoke
 
 check:
 	$(CARGO) fmt --all -- --check
@@ -44,6 +44,10 @@ clean:
 
 ## Every cargo-fuzz target for FUZZ_SECONDS each (default 60), no sanitizer.
 FUZZ_SECONDS ?= 60
-.PHONY: fuzz
+.PHONY: fuzz fuzz-smoke
 fuzz:
 	bash fuzz/run.sh $(FUZZ_SECONDS)
+
+## What `make test` runs: every fuzz target for 30 s.
+fuzz-smoke:
+	bash fuzz/run.sh 30

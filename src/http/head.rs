@@ -88,6 +88,10 @@ pub fn read_head(
     // The head deadline counts from the connection's start for its first
     // request, and from the first byte of later ones.
     let deadline = if limits.first { begin } else { Instant::now() } + limits.timeout;
+    // Bytes already offered to the parser: it runs again only when a line
+    // has ended since, so a head sent a byte at a time costs one parse per
+    // line, not one per byte.
+    let mut parsed: usize = 0;
     loop {
         // Empty lines before a request are allowed (RFC 9112, 2.2).
         let skip = conn
@@ -96,11 +100,17 @@ pub fn read_head(
             .take_while(|b| **b == b'\r' || **b == b'\n')
             .count();
         conn.consume(skip);
-        if !conn.buffered().is_empty() {
+        parsed = parsed.saturating_sub(skip);
+        let new_line =
+            memchr::memchr(b'\n', &conn.buffered()[parsed.min(conn.buffered().len())..]).is_some();
+        if new_line {
+            parsed = conn.buffered().len();
             if let Some((head, len)) = try_parse(conn.buffered(), limits)? {
                 conn.consume(len);
                 return Ok(head);
             }
+        }
+        if !conn.buffered().is_empty() {
             if conn.buffered().len() >= limits.max_bytes {
                 return Err(if memchr::memchr(b'\n', conn.buffered()).is_none() {
                     HeadError::UriTooLong
