@@ -110,14 +110,12 @@ pub fn read_head(
                 return Ok(head);
             }
         }
-        if !conn.buffered().is_empty() {
-            if conn.buffered().len() >= limits.max_bytes {
-                return Err(if memchr::memchr(b'\n', conn.buffered()).is_none() {
-                    HeadError::UriTooLong
-                } else {
-                    HeadError::TooLarge
-                });
-            }
+        if conn.buffered().len() >= limits.max_bytes {
+            return Err(if memchr::memchr(b'\n', conn.buffered()).is_none() {
+                HeadError::UriTooLong
+            } else {
+                HeadError::TooLarge
+            });
         }
         let now = Instant::now();
         if now >= deadline {
