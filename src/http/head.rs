@@ -110,28 +110,31 @@ pub fn read_head(
                 return Ok(head);
             }
         }
-        if conn.buffered().len() >= limits.max_bytes {
-            return Err(if memchr::memchr(b'\n', conn.buffered()).is_none() {
+        let now = Instant::now();
+        let stopped = if conn.buffered().len() >= limits.max_bytes {
+            Some(if memchr::memchr(b'\n', conn.buffered()).is_none() {
                 HeadError::UriTooLong
             } else {
                 HeadError::TooLarge
-            });
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(HeadError::TimedOut);
-        }
-        match conn.fill(deadline - now) {
-            Ok(0) => {
-                return Err(if conn.buffered().is_empty() {
-                    HeadError::Idle
-                } else {
-                    HeadError::TimedOut
-                })
+            })
+        } else if now >= deadline {
+            Some(HeadError::TimedOut)
+        } else {
+            match conn.fill(deadline - now) {
+                Ok(0) if conn.buffered().is_empty() => Some(HeadError::Idle),
+                Ok(0) => Some(HeadError::TimedOut),
+                Ok(_) => None,
+                Err(e) if super::is_timeout(&e) => Some(HeadError::TimedOut),
+                Err(_) => Some(HeadError::Idle),
             }
-            Ok(_) => {}
-            Err(e) if super::is_timeout(&e) => return Err(HeadError::TimedOut),
-            Err(_) => return Err(HeadError::Idle),
+        };
+        if let Some(why) = stopped {
+            // Bytes the parser has not seen may already show the request is
+            // malformed: say so, whatever way the stream was split.
+            if parsed < conn.buffered().len() {
+                try_parse(conn.buffered(), limits)?;
+            }
+            return Err(why);
         }
     }
 }
@@ -437,6 +440,26 @@ mod tests {
             assert!(
                 read_head(&mut conn, &limits(), &|| false).is_err(),
                 "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_header_in_an_unfinished_line_is_malformed_however_the_stream_splits() {
+        use crate::http::{Conn, Stream};
+        // Found by the `head` fuzz target: the parser runs once per line, so
+        // a stream that ends inside a bad line must still be read as malformed.
+        let input = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encart/form-datipart/for";
+        for chunk in [1, 5, input.len()] {
+            let mut conn = Conn::new(
+                Stream::memory(input.to_vec(), chunk),
+                ([127, 0, 0, 1], 1).into(),
+                1024,
+            );
+            let got = read_head(&mut conn, &limits(), &|| false);
+            assert!(
+                matches!(got, Err(HeadError::Malformed(_))),
+                "reads of {chunk}: {got:?}"
             );
         }
     }
