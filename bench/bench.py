@@ -13,7 +13,9 @@ server a fresh process per scenario; the table shows the median of the rounds.
       connection alive (a curl config file with `next`), files per second
   S4  32 uploads of 32 MiB at once by `curl -T`: total MiB/s and the
       server's peak RSS (VmHWM of a process that served only S4)
-  idle RSS (VmRSS 0.3 s after start), server CPU s per GiB (utime+stime from
+  idle RSS (VmRSS 0.3 s after start; its private part, RssAnon, is shown
+  too: the rest is the binary's and shared libraries' file pages), server
+  CPU s per GiB (utime+stime from
   /proc/PID/stat over S1+S2+S4, divided by the bytes), binary size.
 
 Every upload is checked: HTTP status, tinydrop's answered sha256 against
@@ -295,6 +297,7 @@ def one(label, kind, scenario, binary, data, tmp, check, results):
         time.sleep(0.3)
         r = results.setdefault(label, {})
         r.setdefault("idle_rss", []).append(server.status_kib("VmRSS") / 1024)
+        r.setdefault("idle_anon", []).append(server.status_kib("RssAnon") / 1024)
         cpu0 = server.cpu()
         if scenario in ("S1", "S2"):
             method = "form" if scenario == "S1" else "put"
@@ -380,6 +383,7 @@ def table(results, sizes, kinds, rounds, check):
         ("S4 32 x 32 MiB, MiB/s", "S4", True, None),
         ("S4 peak RSS, MiB", "S4_rss", False, ("max", 8)),
         ("idle RSS, MiB", "idle_rss", False, ("max", 2)),
+        ("  of which private (RssAnon)", "idle_anon", False, None),
         ("CPU s per GiB", "cpu", False, ("max", 1.2)),
         ("binary size, MiB", "size", False, ("max", 1.0)),
     ]
@@ -406,7 +410,7 @@ def table(results, sizes, kinds, rounds, check):
             tgt, ok = f">= {target[1]:,}", tv is not None and tv >= target[1]
         else:
             tgt, ok = f"<= {target[1]}", tv is not None and tv <= target[1]
-        digits = 2 if key in ("cpu", "size", "S4_rss", "idle_rss") else 0
+        digits = 2 if key in ("cpu", "size", "S4_rss", "idle_rss", "idle_anon") else 0
         row = [label, fmt(tv, digits), fmt(sv, digits), fmt(ratio, 2) + ("" if ratio is None else "x"), tgt,
                "-" if ok is None else ("pass" if ok else "FAIL")]
         row += [fmt(val(k), digits) for k in peers]
