@@ -51,3 +51,17 @@ fuzz:
 ## What `make test` runs: every fuzz target for 30 s.
 fuzz-smoke:
 	bash fuzz/run.sh 30
+
+## Figures side by side with a raw TCP sink (bench/sink), same run, median
+## of interleaved rounds: see bench/bench.py. Needs curl and python3.
+## BENCH_ARGS passes options, e.g. BENCH_ARGS="--rounds 5 --size 256M".
+.PHONY: bench bench-peers
+bench:
+	$(CARGO) build --release
+	$(CARGO) build --release --manifest-path bench/sink/Cargo.toml --target-dir $${CARGO_TARGET_DIR:-target}
+	python3 bench/bench.py $(BENCH_ARGS)
+
+## The same table with miniserve and dufs added (built once into target/peers).
+bench-peers:
+	@test -x target/peers/bin/miniserve -a -x target/peers/bin/dufs || $(CARGO) install --root target/peers miniserve dufs
+	$(MAKE) bench BENCH_ARGS="--peers $(BENCH_ARGS)"

@@ -84,7 +84,7 @@ use crate::error::Error;
 
 /// Size of the one buffer a [`Multipart`] reads into; the largest slice
 /// [`Multipart::read_data`] returns. Chosen by `make bench`.
-pub const BUFFER_SIZE: usize = 256 * 1024;
+pub const BUFFER_SIZE: usize = 128 * 1024;
 
 /// Longest boundary RFC 2046 allows.
 pub const MAX_BOUNDARY_LEN: usize = 70;
