@@ -18,7 +18,7 @@ release:
 
 ## Everything CI checks: formatting, lints, unit and integration tests,
 ## real tus clients and browser tests (installed when missing).
-test: setup check unit browser-test fuzz-smoke
+test: setup check unit browser-test size-check fuzz-smoke
 
 check:
 	$(CARGO) fmt --all -- --check
@@ -41,6 +41,14 @@ browser-test:
 
 clean:
 	$(CARGO) clean
+
+## The release binary stays at most 1 MiB (the project's budget).
+MAX_BINARY_BYTES ?= 1048576
+.PHONY: size-check
+size-check: release
+	@size=$$(stat -c %s target/release/tinydrop); \
+	echo "release binary: $$size bytes (budget $(MAX_BINARY_BYTES))"; \
+	test $$size -le $(MAX_BINARY_BYTES) || { echo "the release binary is over its 1 MiB budget"; exit 1; }
 
 ## Every cargo-fuzz target for FUZZ_SECONDS each (default 60), no sanitizer.
 FUZZ_SECONDS ?= 60

@@ -27,8 +27,8 @@ use crate::tls::Acceptor;
 use crate::tus::{self, Tus};
 use crate::{clock, download, json};
 
-/// The page, compiled in.
-const INDEX_HTML: &str = include_str!("../index.html");
+/// The page, compiled in (`build.rs` strips its indentation and comments).
+const INDEX_HTML: &str = include_str!(concat!(env!("OUT_DIR"), "/index.html"));
 
 /// The tus protocol version we speak.
 const TUS_VERSION: &str = "1.0.0";
