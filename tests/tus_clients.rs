@@ -430,6 +430,10 @@ fn serve(st: Arc<ProxyState>, client: TcpStream) {
         (server.try_clone().unwrap(), client.try_clone().unwrap());
     thread::spawn(move || {
         let _ = std::io::copy(&mut from_server, &mut to_client);
+        // Close as a dying server does: a reset, not a FIN. A FIN left the
+        // client (its send window at zero) probing an orphaned socket for a
+        // minute instead of failing and retrying.
+        let _ = socket2::SockRef::from(&to_client).set_linger(Some(Duration::ZERO));
         let _ = to_client.shutdown(Shutdown::Both);
         let _ = from_server.shutdown(Shutdown::Both);
     });
@@ -458,6 +462,7 @@ fn serve(st: Arc<ProxyState>, client: TcpStream) {
             let _ = to_server.write_all(&buf[..keep.min(n)]);
             let _ = to_server.flush();
             st.cuts.fetch_add(1, Ordering::SeqCst);
+            let _ = socket2::SockRef::from(&from_client).set_linger(Some(Duration::ZERO));
             let _ = to_server.shutdown(Shutdown::Both);
             let _ = from_client.shutdown(Shutdown::Both);
             return;
