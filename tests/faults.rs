@@ -806,17 +806,9 @@ fn hostile_and_slow_clients_from_one_address_do_not_stop_uploads_from_another() 
         thread::spawn(move || {
             let (mut peak_rss, mut most_threads) = (0u64, 0usize);
             while !stop.load(Ordering::SeqCst) {
-                let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                let kib = |name: &str| -> u64 {
-                    status
-                        .lines()
-                        .find(|l| l.starts_with(name))
-                        .and_then(|l| l.split_whitespace().nth(1))
-                        .and_then(|v| v.parse().ok())
-                        .unwrap_or(0)
-                };
-                peak_rss = peak_rss.max(kib("VmRSS:"));
-                most_threads = most_threads.max(kib("Threads:") as usize);
+                let status = proc_status(pid);
+                peak_rss = peak_rss.max(status_field(&status, "VmRSS:"));
+                most_threads = most_threads.max(status_field(&status, "Threads:") as usize);
                 thread::sleep(Duration::from_millis(20));
             }
             (peak_rss, most_threads)

@@ -188,17 +188,11 @@ impl Server {
 
     /// Resident memory of the server, in KiB (`VmRSS`), and its peak (`VmHWM`).
     pub fn rss_kib(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        let status = proc_status(self.pid());
+        (
+            status_field(&status, "VmRSS:"),
+            status_field(&status, "VmHWM:"),
+        )
     }
 
     pub fn threads(&self) -> usize {
@@ -604,4 +598,19 @@ impl Write for Unplugged {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// `/proc/PID/status` as text ("" once the process is gone).
+pub fn proc_status(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
+}
+
+/// The number after `name` (e.g. `VmRSS:`, in KiB) in a `/proc/PID/status` text; 0 if absent.
+pub fn status_field(status: &str, name: &str) -> u64 {
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
