@@ -153,7 +153,7 @@ fn dispatch(app: &App, head: &Head, body: &mut Body) -> Result<Response, Error> 
         ("DELETE",       Route::File(path))    => delete(app, path),
         ("OPTIONS",      Route::TusCollection | Route::TusUpload(_)) => Ok(tus_options(app)),
         ("POST",         Route::TusCollection) => tus_create(app, head, body),
-        ("HEAD",         Route::TusUpload(id)) => tus_head(app, head, id),
+        ("HEAD",         Route::TusUpload(id)) => tus_head(app, head, body.peer(), id),
         ("PATCH",        Route::TusUpload(id)) => tus_patch(app, head, body, id),
         ("DELETE",       Route::TusUpload(id)) => tus_delete(app, head, id),
         #[cfg(debug_assertions)]
@@ -664,7 +664,7 @@ fn percent_encode_header(s: &str) -> String {
 /// arrived but that was not published (its last answer was lost) is
 /// published now. A finished one (until its record expires) answers with
 /// the offset at the length and the `Tinydrop-*` headers of its publishing.
-fn tus_head(app: &App, head: &Head, id: &str) -> Result<Response, Error> {
+fn tus_head(app: &App, head: &Head, peer: SocketAddr, id: &str) -> Result<Response, Error> {
     tus_check_version(head)?;
     let info = app.tus.info(id)?;
     let resp = tus_describe(&info);
@@ -673,10 +673,7 @@ fn tus_head(app: &App, head: &Head, id: &str) -> Result<Response, Error> {
     }
     if info.offset == info.length {
         match app.tus.completed(id) {
-            Ok(Some(done)) => {
-                let peer: SocketAddr = ([0, 0, 0, 0], 0).into();
-                return tus_publish(app, peer, done, Instant::now(), resp);
-            }
+            Ok(Some(done)) => return tus_publish(app, peer, done, Instant::now(), resp),
             // Finished by another request meanwhile.
             Err(Error::NotFound(_)) => {
                 if let Ok(info) = app.tus.info(id) {

@@ -194,22 +194,7 @@ fn sigterm_lets_a_slow_upload_finish_and_exits_zero() {
 
 /// `Authorization: Basic` for `user:pass`.
 fn basic(user_pass: &str) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in user_pass.as_bytes().chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    format!("Authorization: Basic {out}\r\n")
+    format!("Authorization: Basic {}\r\n", b64(user_pass.as_bytes()))
 }
 
 const ROUTES: [(&str, &str); 9] = [

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::tus::b64;
 use crate::util::*;
 
 const OCTETS: &str = "application/offset+octet-stream";

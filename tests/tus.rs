@@ -16,26 +16,6 @@ const OCTETS: &str = "application/offset+octet-stream";
 
 // ---- helpers ---------------------------------------------------------------
 
-/// Standard base64 with padding, as tus metadata and checksums use it.
-pub fn b64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// `Upload-Metadata` naming a file the way tus-js-client does.
 fn meta(name: &str) -> String {
     format!(

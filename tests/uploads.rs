@@ -1201,7 +1201,7 @@ fn refused_before_the_body(s: &Server, head: &str, status: u16, context: &str) {
 fn tus_create_head(len: u64, name: &str, extra: &str) -> String {
     format!(
         "POST /api/tus/ HTTP/1.1\r\nHost: t\r\nTus-Resumable: 1.0.0\r\nUpload-Length: {len}\r\nUpload-Metadata: filename {}\r\n{extra}\r\n",
-        crate::tus::b64(name.as_bytes())
+        b64(name.as_bytes())
     )
 }
 

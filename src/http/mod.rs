@@ -30,6 +30,9 @@ pub struct Conn {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
+    /// The read timeout last set on the socket: a body read sets the same
+    /// idle timeout every time, and a system call per buffer is waste.
+    timeout: Option<Duration>,
 }
 
 impl Conn {
@@ -41,7 +44,18 @@ impl Conn {
             buf: vec![0; buf_size].into_boxed_slice(),
             start: 0,
             end: 0,
+            timeout: None,
         }
+    }
+
+    /// Sets the socket's read timeout unless it is already `timeout`.
+    fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        let timeout = timeout.max(Duration::from_millis(1));
+        if self.timeout != Some(timeout) {
+            self.stream.set_read_timeout(Some(timeout))?;
+            self.timeout = Some(timeout);
+        }
+        Ok(())
     }
 
     /// Bytes already read and not yet consumed.
@@ -68,8 +82,7 @@ impl Conn {
         if self.end == self.buf.len() {
             return Ok(0);
         }
-        self.stream
-            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+        self.set_timeout(timeout)?;
         let n = read_retrying(&mut self.stream, &mut self.buf[self.end..])?;
         self.end += n;
         Ok(n)
@@ -88,7 +101,7 @@ impl Conn {
             self.consume(n);
             return Ok(n);
         }
-        self.stream.set_read_timeout(Some(idle))?;
+        self.set_timeout(idle)?;
         read_retrying(&mut self.stream, out)
     }
 
@@ -140,7 +153,7 @@ impl Conn {
             if now >= deadline {
                 break;
             }
-            if self.stream.set_read_timeout(Some(deadline - now)).is_err() {
+            if self.set_timeout(deadline - now).is_err() {
                 break;
             }
             match self.stream.read(&mut scratch) {
