@@ -430,3 +430,31 @@ fn a_stalled_body_fails_after_the_body_timeout_and_leaves_nothing() {
     );
     assert_eq!(s.get("/api/health").status, 200);
 }
+
+#[test]
+fn every_request_and_every_upload_outcome_gets_one_log_line() {
+    let s = Server::start(&[]);
+    assert_eq!(s.get("/api/health").status, 200);
+    assert!(
+        s.wait_log("GET \"/api/health\" 200 15 ", Duration::from_secs(5)),
+        "no request line: {:?}",
+        s.log.lock().unwrap()
+    );
+    let r = s.put("/files/caf%C3%A9%20%22q%22.txt", b"hello");
+    assert_eq!(r.status, 201);
+    // Client text is escaped: quotes inside the name come out as \".
+    assert!(
+        s.wait_log("saved \"café \\\"q\\\".txt\" as", Duration::from_secs(5)),
+        "no outcome line: {:?}",
+        s.log.lock().unwrap()
+    );
+    let log = s.log.lock().unwrap();
+    let line = log.iter().find(|l| l.contains("saved \"café")).unwrap();
+    assert!(
+        line.contains("127.0.0.1:")
+            && line.contains("5 bytes")
+            && line.contains("sha256 2cf24dba5fb0")
+            && line.contains("MiB/s"),
+        "{line}"
+    );
+}
