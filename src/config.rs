@@ -411,12 +411,15 @@ pub fn parse_size(v: &str) -> Option<u64> {
         "t" | "tb" | "tib" => 40,
         _ => return None,
     };
-    if let Ok(n) = num.parse::<u64>() {
-        return n.checked_mul(1u64 << shift);
+    // Exact decimal arithmetic: "1.5G" is 1.5 x 2^30 bytes, rounded down.
+    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+    if frac.contains('.') || frac.len() > 18 {
+        return None;
     }
-    let f: f64 = num.parse().ok()?;
-    let bytes = f * (1u64 << shift) as f64;
-    (bytes.is_finite() && bytes < u64::MAX as f64).then_some(bytes as u64)
+    let scale = 10u128.pow(frac.len() as u32);
+    let digits: u128 = format!("{whole}{frac}").parse().ok()?;
+    let bytes = digits.checked_mul(1u128 << shift)? / scale;
+    u64::try_from(bytes).ok()
 }
 
 /// `90s`, `30m`, `24h`, `2d`, or plain seconds.
@@ -566,6 +569,12 @@ mod tests {
         assert_eq!(parse_size("500M"), Some(500 << 20));
         assert_eq!(parse_size("10G"), Some(10 << 30));
         assert_eq!(parse_size("1.5k"), Some(1536));
+        assert_eq!(parse_size("0.5M"), Some(512 << 10));
+        assert_eq!(parse_size("1.25G"), Some(5 << 28));
+        assert_eq!(parse_size("0.001k"), Some(1));
+        assert_eq!(parse_size("16777215.99T"), Some(18_446_744_062_714_435_338));
+        assert_eq!(parse_size("16777216T"), None);
+        assert_eq!(parse_size("1.5.5G"), None);
         assert_eq!(parse_size("4096"), Some(4096));
         assert_eq!(parse_size("64KiB"), Some(64 << 10));
         for bad in [

@@ -216,20 +216,36 @@ pub fn human_size(bytes: u64) -> String {
     if bytes < 1024 {
         return format!("{bytes} bytes");
     }
-    let mut value = bytes as f64;
-    let mut unit = "bytes";
-    for u in UNITS {
-        if value < 1024.0 {
+    let (mut unit, mut div) = ("KiB", 1024u64);
+    for (i, u) in UNITS.iter().enumerate().skip(1) {
+        let next = 1u64 << (10 * (i + 1));
+        if bytes < next {
             break;
         }
-        value /= 1024.0;
-        unit = u;
+        (unit, div) = (u, next);
     }
-    if value.fract() == 0.0 {
-        format!("{value:.0} {unit}")
+    if bytes % div == 0 {
+        format!("{} {unit}", bytes / div)
     } else {
-        format!("{value:.1} {unit}")
+        format!("{} {unit}", decimal(bytes.into(), div.into(), 1))
     }
+}
+
+/// `num / den` with `places` decimals, rounded to nearest, in integers
+/// (no float formatting code in the binary): `decimal(3, 2, 1)` is `1.5`.
+pub fn decimal(num: u128, den: u128, places: u32) -> String {
+    let scale = 10u128.pow(places);
+    let den = den.max(1);
+    let v = (num * scale + den / 2) / den;
+    if places == 0 {
+        return v.to_string();
+    }
+    format!(
+        "{}.{:0width$}",
+        v / scale,
+        v % scale,
+        width = places as usize
+    )
 }
 
 #[cfg(test)]
@@ -255,5 +271,13 @@ mod tests {
         assert_eq!(human_size(10 * 1024 * 1024 * 1024), "10 GiB");
         assert_eq!(human_size(1536), "1.5 KiB");
         assert_eq!(human_size(12), "12 bytes");
+        assert_eq!(human_size(1024), "1 KiB");
+        assert_eq!(human_size(1024 * 1024 - 1), "1024.0 KiB");
+        assert_eq!(human_size(5 * 1024 * 1024 + 1024 * 1024 / 4), "5.3 MiB");
+        assert_eq!(human_size(u64::MAX), "16384.0 PiB");
+        assert_eq!(decimal(1, 3, 2), "0.33");
+        assert_eq!(decimal(2, 3, 2), "0.67");
+        assert_eq!(decimal(7, 1, 0), "7");
+        assert_eq!(decimal(5, 0, 1), "5.0");
     }
 }

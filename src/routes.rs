@@ -17,7 +17,7 @@ use log::info;
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{decimal, Error};
 use crate::http::response::Payload;
 use crate::http::{percent_decode, Body, Framing, Head, Response};
 use crate::multipart::{self, Multipart};
@@ -290,12 +290,13 @@ fn upload_response(outcomes: &[Outcome], abort: Option<Error>) -> Response {
 /// One `info` line per file outcome: peer, stored name, size, hash prefix,
 /// duration and speed.
 fn log_outcome(peer: SocketAddr, outcome: &Outcome, started: Instant) {
-    let secs = started.elapsed().as_secs_f64();
+    let micros = started.elapsed().as_micros();
+    let secs = decimal(micros, 1_000_000, 2);
     match outcome {
         Outcome::Saved { name, saved } => {
-            let mibs = saved.size as f64 / (1 << 20) as f64 / secs.max(1e-6);
+            let mibs = decimal(u128::from(saved.size) * 1_000_000, micros << 20, 1);
             info!(
-                "{peer} {} {:?} as {:?}: {} bytes, sha256 {}, {:.2}s, {:.1} MiB/s",
+                "{peer} {} {:?} as {:?}: {} bytes, sha256 {}, {}s, {} MiB/s",
                 if saved.duplicate {
                     "duplicate"
                 } else {
@@ -310,7 +311,7 @@ fn log_outcome(peer: SocketAddr, outcome: &Outcome, started: Instant) {
             );
         }
         Outcome::Failed { name, error } => {
-            info!("{peer} failed {name:?} after {secs:.2}s: {error}");
+            info!("{peer} failed {name:?} after {secs}s: {error}");
         }
     }
 }
@@ -440,8 +441,8 @@ fn upload_put(app: &App, head: &Head, body: &mut Body, path: &str) -> Result<Res
         },
         Err(error) => {
             info!(
-                "{peer} failed {client_name:?} after {:.2}s: {error}",
-                started.elapsed().as_secs_f64()
+                "{peer} failed {client_name:?} after {}s: {error}",
+                decimal(started.elapsed().as_micros(), 1_000_000, 2)
             );
             return Err(error);
         }
