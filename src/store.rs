@@ -55,7 +55,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
+use crate::hashing::Feed;
 use crate::names::{version_name, SafeName, RESERVED_DIR};
+use crate::writeback::Pacer;
 
 /// Size of the one buffer a body is copied through (and a stored file is
 /// hashed through). 64 KiB and more measured about 1.5x faster than 8 KiB;
@@ -220,7 +222,8 @@ impl Store {
                     return Ok(TempFile {
                         file,
                         path,
-                        hasher: Sha256::new(),
+                        hasher: Feed::new(Sha256::new()),
+                        pacer: Pacer::new(0),
                         len: 0,
                         published: false,
                     })
@@ -684,7 +687,8 @@ impl Store {
 pub struct TempFile {
     file: File,
     path: PathBuf,
-    hasher: Sha256,
+    hasher: Feed,
+    pacer: Pacer,
     len: u64,
     published: bool,
 }
@@ -695,6 +699,7 @@ impl TempFile {
         self.file.write_all(buf)?;
         self.hasher.update(buf);
         self.len += buf.len() as u64;
+        self.pacer.wrote(&self.file, self.len);
         Ok(())
     }
 
@@ -717,7 +722,7 @@ impl TempFile {
     /// On error the temp file is removed.
     pub fn publish(mut self, store: &Store, name: &SafeName) -> Result<Saved, Error> {
         self.file.sync_data()?;
-        let sha256 = hex(&std::mem::take(&mut self.hasher).finalize());
+        let sha256 = hex(&self.hasher.finish()?.finalize());
         let saved = store.publish_synced(&self.path, name, self.len, &sha256, true)?;
         self.published = true;
         Ok(saved)

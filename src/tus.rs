@@ -110,6 +110,8 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
+use crate::hashing::Feed;
+use crate::writeback::Pacer;
 
 /// Size of the buffer one PATCH reads into and writes from: one write per
 /// buffer. 256 KiB per running PATCH, allocated per call.
@@ -774,10 +776,11 @@ impl Tus {
         }
         data.seek(SeekFrom::Start(current))?;
 
-        let mut sha = running.sha.clone();
+        let mut feed = Feed::new(running.sha.clone());
         let mut written = 0;
         let room = entry.length - current;
-        let stop = receive(&mut data, body, room, &mut sha, &mut check, &mut written);
+        let stop = receive(&mut data, body, room, &mut feed, &mut check, &mut written);
+        let sha = feed.finish();
 
         let (kept, error) = match stop {
             Ok(()) if check.take().is_some_and(|c| !c.matches()) => {
@@ -794,6 +797,11 @@ impl Tus {
             Err(Stop::Read(e)) => (written, Some(e)),
             Err(Stop::Write(e)) if check.is_some() => (0, Some(e.into())),
             Err(Stop::Write(e)) => (written, Some(e.into())),
+        };
+        // A lost hash loses the bytes too: the client sends them again.
+        let (kept, error, sha) = match sha {
+            Ok(sha) => (kept, error, sha),
+            Err(e) => (0, Some(error.unwrap_or(e)), running.sha.clone()),
         };
         let sha = if kept == written { sha } else { running.sha };
         let new_offset = current + kept;
@@ -1337,10 +1345,12 @@ fn receive(
     data: &mut File,
     body: &mut dyn Read,
     room: u64,
-    sha: &mut Sha256,
+    sha: &mut Feed,
     check: &mut Option<Checksum>,
     written: &mut u64,
 ) -> Result<(), Stop> {
+    let start = data.stream_position().map_err(Stop::Write)?;
+    let mut pacer = Pacer::new(start);
     let mut buf = vec![0u8; BUF_SIZE];
     loop {
         let want = (room - *written).min(BUF_SIZE as u64) as usize;
@@ -1363,6 +1373,7 @@ fn receive(
                 check.update(&buf[..n]);
             }
             *written += n as u64;
+            pacer.wrote(data, start + *written);
         }
         if let Some(e) = error {
             return Err(Stop::Read(e.into()));

@@ -3,6 +3,7 @@
 mod util;
 
 mod access;
+mod big_uploads;
 mod cli;
 mod core;
 mod faults;
