@@ -7,7 +7,7 @@
 //! ```text
 //! DIR/
 //!   .tinydrop/tmp/<random>   bytes being received (removed on any failure, and on start)
-//!   .tinydrop/tus/           resumable uploads (kept until they expire; see tus.rs)
+//!   .tinydrop/tus/           resumable uploads (kept until they expire; see tus/mod.rs)
 //!   a/b.txt, a/b (1).txt     published files
 //! ```
 //!
