@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
+use crate::base64;
 use crate::config::User;
 use crate::error::Error;
-use crate::tus::base64_decode;
 
 /// Wrong credentials from one address within [`WINDOW`] before it is locked out.
 const MAX_FAILURES: u32 = 10;
@@ -122,7 +122,7 @@ impl Auth {
         if !scheme.eq_ignore_ascii_case("basic") {
             return false;
         }
-        let Some(decoded) = base64_decode(token.trim()) else {
+        let Some(decoded) = base64::decode(token.trim()) else {
             return false;
         };
         let Some(colon) = decoded.iter().position(|b| *b == b':') else {

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod base64;
 pub mod clock;
 pub mod config;
 pub mod download;

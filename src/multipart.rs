@@ -83,8 +83,9 @@ use memchr::memmem::{self, Finder};
 use crate::error::Error;
 
 /// Size of the one buffer a [`Multipart`] reads into; the largest slice
-/// [`Multipart::read_data`] returns. Chosen by `make bench`.
-pub const BUFFER_SIZE: usize = 128 * 1024;
+/// [`Multipart::read_data`] returns. The store's one buffer size, chosen by
+/// `make bench`.
+pub use crate::store::BUFFER_SIZE;
 
 /// Longest boundary RFC 2046 allows.
 pub const MAX_BOUNDARY_LEN: usize = 70;

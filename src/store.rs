@@ -49,7 +49,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
@@ -742,8 +742,14 @@ impl Drop for TempFile {
 /// randomly keyed `RandomState` mixed with the time, a counter and the
 /// thread, unique but not suitable as a secret.
 pub fn random_id() -> String {
+    // Opened once: an open, a read and a close per upload showed up in S3's
+    // system calls.
+    static URANDOM: OnceLock<Option<File>> = OnceLock::new();
     let mut bytes = [0u8; 16];
-    let read = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    let read = match URANDOM.get_or_init(|| File::open("/dev/urandom").ok()) {
+        Some(file) => (&*file).read_exact(&mut bytes),
+        None => Err(io::ErrorKind::NotFound.into()),
+    };
     if read.is_err() {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let count = COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -7,6 +7,9 @@ use std::io::{self, Read, Write};
 use crate::error::Error;
 use crate::json;
 
+/// Bodies up to this size go out in the same write as the head.
+const SMALL_BODY: usize = 16 * 1024;
+
 /// What follows the head.
 pub enum Payload {
     Bytes(Vec<u8>),
@@ -118,7 +121,17 @@ impl Response {
             head.push_str("Connection: keep-alive\r\n");
         }
         head.push_str("\r\n");
-        w.write_all(head.as_bytes())?;
+        let mut head = head.into_bytes();
+        // A small body goes out with its head: one system call, one segment.
+        if let Payload::Bytes(b) = &self.payload {
+            if !head_only && b.len() <= SMALL_BODY {
+                head.extend_from_slice(b);
+                w.write_all(&head)?;
+                w.flush()?;
+                return Ok(b.len() as u64);
+            }
+        }
+        w.write_all(&head)?;
         if head_only {
             w.flush()?;
             return Ok(0);

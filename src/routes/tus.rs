@@ -149,7 +149,7 @@ fn tus_checksum(head: &Head) -> Result<Option<(String, Vec<u8>)>, Error> {
     let (alg, b64) = v
         .split_once(' ')
         .ok_or_else(|| Error::BadRequest("Upload-Checksum must be \"ALGORITHM BASE64\".".into()))?;
-    let digest = tus::base64_decode(b64.trim())
+    let digest = crate::base64::decode(b64.trim())
         .ok_or_else(|| Error::BadRequest("Upload-Checksum's digest is not valid base64.".into()))?;
     Ok(Some((alg.trim().to_ascii_lowercase(), digest)))
 }

@@ -14,9 +14,9 @@ use crate::error::Error;
 use crate::hashing::Feed;
 use crate::writeback::Pacer;
 
-/// Size of the buffer one PATCH reads into and writes from: one write per
-/// buffer. 256 KiB per running PATCH, allocated per call.
-pub const BUF_SIZE: usize = 256 * 1024;
+/// Size of the buffer one PATCH reads into and writes from (one write per
+/// buffer, allocated per call): the store's one buffer size.
+pub use crate::store::BUFFER_SIZE as BUF_SIZE;
 
 /// A checksum of one PATCH body (tus checksum extension).
 enum Checksum {

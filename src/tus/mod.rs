@@ -101,19 +101,18 @@
 //! (handing a complete upload out, finishing it), `expiry.rs` (the sweep),
 //! `recover.rs` (start-up), `entry.rs` (one upload in memory, its busy flag).
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::hash::{BuildHasher, Hasher};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
+use crate::store::{hex, random_id};
 
 mod append;
 mod entry;
@@ -127,7 +126,6 @@ mod testing;
 
 pub use append::BUF_SIZE;
 pub use expiry::SWEEP_INTERVAL;
-pub use metadata::base64_decode;
 pub use publish::Completed;
 
 use entry::{Busy, Entry, Running, State};
@@ -515,37 +513,6 @@ fn remove_logged(path: &Path) {
 
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    out
-}
-
-/// A new upload id: 16 bytes from `/dev/urandom`, hex. Where that cannot be
-/// read, std's randomly keyed hasher over the time, a counter and the pid.
-pub(crate) fn random_id() -> String {
-    let mut bytes = [0u8; ID_BYTES];
-    let read = File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
-    if read.is_err() {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        for chunk in bytes.chunks_mut(8) {
-            let mut h = RandomState::new().build_hasher();
-            h.write_u128(nanos);
-            h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-            h.write_u32(std::process::id());
-            chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
-        }
-    }
-    hex(&bytes)
 }
 
 #[cfg(test)]
