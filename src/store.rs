@@ -6,7 +6,9 @@
 //!
 //! ```text
 //! DIR/
-//!   .tinydrop/tmp/<random>   bytes being received (removed on any failure, and on start)
+//!   .tinydrop/tmp/           bytes being received: anonymous files (O_TMPFILE),
+//!                            or where the system has none, <random> names
+//!                            (removed on any failure, and on start)
 //!   .tinydrop/tus/           resumable uploads (kept until they expire; see tus/mod.rs)
 //!   a/b.txt, a/b (1).txt     published files
 //! ```
@@ -47,11 +49,13 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rustix::fs::{AtFlags, Mode, OFlags, CWD};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
@@ -98,6 +102,9 @@ pub struct Store {
     hashes: Mutex<HashMap<PathBuf, Hashed>>,
     /// False once the file system said it has no hard links.
     hard_links: AtomicBool,
+    /// Temp files are anonymous (`O_TMPFILE`), linked in by their
+    /// `/proc/self/fd` path: checked at start.
+    anonymous_temps: bool,
 }
 
 /// The outcome of publishing one file.
@@ -173,12 +180,15 @@ impl Store {
             .open(&probe)
             .map_err(|e| context(e, "write in the upload folder", &root))?;
         fs::remove_file(&probe).map_err(|e| context(e, "remove", &probe))?;
+        let anonymous_temps = anonymous_temps_work(&tmp);
+        log::debug!("anonymous temp files: {anonymous_temps}");
         Ok(Store {
             root,
             tmp,
             publish_lock: Mutex::new(()),
             hashes: Mutex::new(HashMap::new()),
             hard_links: AtomicBool::new(true),
+            anonymous_temps,
         })
     }
 
@@ -213,21 +223,25 @@ impl Store {
         }
     }
 
-    /// A new temp file `DIR/.tinydrop/tmp/<random>`, created with `create_new`.
+    /// A new temp file: anonymous in `DIR/.tinydrop/tmp` where the system
+    /// has `O_TMPFILE` (see [`TempFile`]), else `DIR/.tinydrop/tmp/<random>`
+    /// created with `create_new`.
     pub fn begin(&self) -> Result<TempFile, Error> {
+        // Anonymous files are published by linking; without hard links the
+        // fallback renames, which needs a name.
+        if self.anonymous_temps && self.hard_links.load(Ordering::Relaxed) {
+            match open_anonymous(&self.tmp) {
+                Ok(file) => {
+                    let path = fd_path(&file);
+                    return Ok(TempFile::new(file, path, false));
+                }
+                Err(e) => log::debug!("no anonymous temp file ({e}); using a named one"),
+            }
+        }
         for _ in 0..4 {
             let path = self.tmp.join(random_id());
             match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => {
-                    return Ok(TempFile {
-                        file,
-                        path,
-                        hasher: Feed::new(Sha256::new()),
-                        pacer: Pacer::new(0),
-                        len: 0,
-                        published: false,
-                    })
-                }
+                Ok(file) => return Ok(TempFile::new(file, path, true)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -282,6 +296,10 @@ impl Store {
         }
         file.sync_data()?;
         drop(file);
+        let src = Source {
+            path: src,
+            named: true,
+        };
         self.publish_synced(src, name, size, &sha256.to_ascii_lowercase(), true)
     }
 
@@ -344,7 +362,7 @@ impl Store {
     /// false only in a test that shows no-clobber holds without the lock.
     fn publish_synced(
         &self,
-        src: &Path,
+        src: Source<'_>,
         name: &SafeName,
         size: u64,
         sha256: &str,
@@ -364,7 +382,7 @@ impl Store {
     /// [`Store::publish_synced`]'s work; `created` collects the folders it makes.
     fn publish_into(
         &self,
-        src: &Path,
+        src: Source<'_>,
         name: &SafeName,
         size: u64,
         sha256: &str,
@@ -377,7 +395,7 @@ impl Store {
         let (candidate, duplicate, linked) = loop {
             let guard = serialize.then(|| self.lock_publish());
             let inline = restarts >= HASH_RESTARTS;
-            match self.walk(src, &dir, file_name, size, sha256, inline)? {
+            match self.walk(src.path, &dir, file_name, size, sha256, inline)? {
                 Step::Done {
                     candidate,
                     duplicate,
@@ -391,10 +409,10 @@ impl Store {
                 }
             }
         };
-        if duplicate || linked {
+        if (duplicate || linked) && src.named {
             // The bytes are stored (or were already): a leftover temp is only
             // untidy, and start-up removes it.
-            let _ = fs::remove_file(src);
+            let _ = fs::remove_file(src.path);
         }
         if !duplicate {
             File::open(&dir)?.sync_all()?;
@@ -577,7 +595,7 @@ impl Store {
     /// Takes the free name `path` for `src` without ever replacing anything.
     fn claim(&self, src: &Path, path: &Path) -> Result<Claim, Error> {
         if self.hard_links.load(Ordering::Relaxed) {
-            match fs::hard_link(src, path) {
+            match link_following(src, path) {
                 Ok(()) => return Ok(Claim::Linked),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Claim::Raced),
                 Err(e) => match no_hard_links(&e) {
@@ -678,15 +696,31 @@ impl Store {
         self.hard_links.store(false, Ordering::Relaxed);
         self
     }
+
+    #[cfg(test)]
+    fn with_named_temps(mut self) -> Store {
+        self.anonymous_temps = false;
+        self
+    }
 }
 
 /// A file being received, under DIR/.tinydrop/tmp. Hashes what it writes.
 /// Dropping it without a successful [`TempFile::publish`] removes it.
 ///
+/// Where the system allows it the file is anonymous (`O_TMPFILE`) and
+/// published by linking its `/proc/self/fd` path: no name is created in,
+/// and removed from, the shared temp folder for each upload. With many
+/// small uploads at once those two changes of one folder made the workers
+/// queue for its lock (a sixth of the server's CPU in S3, by `perf`), and a
+/// crash leaves nothing behind to clean up.
+///
 /// Writes go straight to the file: callers write in buffer-sized pieces.
 pub struct TempFile {
     file: File,
+    /// The temp's name, or for an anonymous one its `/proc/self/fd` path.
     path: PathBuf,
+    /// False for an anonymous file: nothing to remove, ever.
+    named: bool,
     hasher: Feed,
     pacer: Pacer,
     len: u64,
@@ -694,6 +728,18 @@ pub struct TempFile {
 }
 
 impl TempFile {
+    fn new(file: File, path: PathBuf, named: bool) -> TempFile {
+        TempFile {
+            file,
+            path,
+            named,
+            hasher: Feed::new(Sha256::new()),
+            pacer: Pacer::new(0),
+            len: 0,
+            published: false,
+        }
+    }
+
     /// Appends `buf`, hashing it. ENOSPC is `Error::DiskFull`.
     pub fn write_all(&mut self, buf: &[u8]) -> Result<(), Error> {
         self.file.write_all(buf)?;
@@ -723,7 +769,11 @@ impl TempFile {
     pub fn publish(mut self, store: &Store, name: &SafeName) -> Result<Saved, Error> {
         self.file.sync_data()?;
         let sha256 = hex(&self.hasher.finish()?.finalize());
-        let saved = store.publish_synced(&self.path, name, self.len, &sha256, true)?;
+        let src = Source {
+            path: &self.path,
+            named: self.named,
+        };
+        let saved = store.publish_synced(src, name, self.len, &sha256, true)?;
         self.published = true;
         Ok(saved)
     }
@@ -731,7 +781,7 @@ impl TempFile {
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if !self.published {
+        if self.named && !self.published {
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -777,6 +827,46 @@ pub fn hex(bytes: &[u8]) -> String {
         out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
     out
+}
+
+/// What is being published: a path, and whether it is a name of its own to
+/// remove afterwards (not for an anonymous temp's `/proc/self/fd` path).
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    path: &'a Path,
+    named: bool,
+}
+
+/// A file in `dir` with no name (`O_TMPFILE`): it never shows up in a
+/// folder, needs no removal, and vanishes by itself if the process dies.
+fn open_anonymous(dir: &Path) -> io::Result<File> {
+    let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(dir, flags, Mode::from_bits_truncate(0o666))?;
+    Ok(File::from(fd))
+}
+
+/// The path that names an open file, for `linkat` to follow.
+fn fd_path(file: &File) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
+/// `link(src, dst)` that follows `src` if it is a link (the
+/// `/proc/self/fd` path of an anonymous temp); never replaces `dst`.
+fn link_following(src: &Path, dst: &Path) -> io::Result<()> {
+    rustix::fs::linkat(CWD, src, CWD, dst, AtFlags::SYMLINK_FOLLOW)?;
+    Ok(())
+}
+
+/// True when an anonymous file can be made in `tmp` and linked to a name:
+/// `O_TMPFILE` support (ext4, xfs, btrfs, tmpfs; not FAT) and a `/proc`.
+fn anonymous_temps_work(tmp: &Path) -> bool {
+    let Ok(file) = open_anonymous(tmp) else {
+        return false;
+    };
+    let name = tmp.join(format!("probe-{}", random_id()));
+    let linked = link_following(&fd_path(&file), &name).is_ok();
+    let _ = fs::remove_file(&name);
+    linked
 }
 
 /// Some(for good) when `link` failed because the file system has no hard
@@ -1073,7 +1163,10 @@ mod tests {
                     barrier.wait();
                     let saved = store
                         .publish_synced(
-                            &temp.path,
+                            Source {
+                                path: &temp.path,
+                                named: temp.named,
+                            },
                             &name("race/same.bin"),
                             temp.len,
                             &digest,
@@ -1242,13 +1335,53 @@ mod tests {
     #[test]
     fn a_dropped_temp_file_is_removed() {
         let dir = TempDir::new();
-        let store = Store::open(dir.path()).expect("open");
+        let store = Store::open(dir.path()).expect("open").with_named_temps();
         let mut temp = store.begin().expect("begin");
         temp.write_all(b"partial").expect("write");
         assert_eq!(temp.len(), 7);
         assert_eq!(temps(&store), 1);
         drop(temp);
         assert_eq!(temps(&store), 0);
+    }
+
+    #[test]
+    fn an_anonymous_temp_file_is_never_seen_and_publishes_like_a_named_one() {
+        let dir = TempDir::new();
+        let store = Store::open(dir.path()).expect("open");
+        if !store.anonymous_temps {
+            eprintln!(
+                "skipped: no O_TMPFILE or no /proc for {}",
+                dir.path().display()
+            );
+            return;
+        }
+        let mut temp = store.begin().expect("begin");
+        assert!(!temp.named);
+        temp.write_all(b"partial").expect("write");
+        assert_eq!(temps(&store), 0, "an anonymous temp has no name");
+        drop(temp);
+        assert_eq!(temps(&store), 0);
+        assert!(paths(&store).is_empty());
+        // Published twice: a file, then a duplicate; a third with other bytes
+        // takes the next version.
+        assert!(!save(&store, "a/x.bin", b"bytes").duplicate);
+        assert!(save(&store, "a/x.bin", b"bytes").duplicate);
+        assert_eq!(save(&store, "a/x.bin", b"other").saved_as, "a/x (1).bin");
+        assert_eq!(
+            fs::read(dir.path().join("a/x.bin")).expect("read"),
+            b"bytes"
+        );
+        assert_eq!(temps(&store), 0);
+        // Its permissions are a normal file's (0666 less the umask), not 0600.
+        let mode = fs::metadata(dir.path().join("a/x.bin"))
+            .expect("meta")
+            .permissions();
+        let named = {
+            let p = dir.path().join("named");
+            fs::write(&p, b"").expect("write");
+            fs::metadata(&p).expect("meta").permissions()
+        };
+        assert_eq!(mode, named);
     }
 
     #[test]
