@@ -93,7 +93,7 @@ impl Feed {
         }
     }
 
-    /// True while a helper thread does the hashing (for tests and logs).
+    /// True while a helper thread does the hashing.
     pub fn on_helper(&self) -> bool {
         matches!(self.mode, Mode::Helper(_))
     }
@@ -114,13 +114,14 @@ impl Feed {
         }
     }
 
+    /// Moves an inline feed to a new helper; anything else stays as it is.
     fn start_helper(&mut self) {
-        let Mode::Inline(sha) = std::mem::replace(&mut self.mode, Mode::Gone) else {
-            return;
-        };
-        self.mode = match Helper::start(sha) {
-            Ok(helper) => Mode::Helper(helper),
-            Err(sha) => Mode::Inline(sha),
+        self.mode = match std::mem::replace(&mut self.mode, Mode::Gone) {
+            Mode::Inline(sha) => match Helper::start(sha) {
+                Ok(helper) => Mode::Helper(helper),
+                Err(sha) => Mode::Inline(sha),
+            },
+            other => other,
         };
     }
 }
@@ -422,7 +423,11 @@ mod tests {
         let (head, tail) = bytes.split_at(1000);
         let mut feed = Feed::new(Sha256::new().chain_update(head));
         feed.start_helper();
-        feed.update(tail);
+        feed.update(&tail[..10]);
+        // Asking again keeps the helper and what it was given.
+        feed.start_helper();
+        assert!(feed.on_helper());
+        feed.update(&tail[10..]);
         let got = hex_of(feed.finish().expect("hash"));
         assert_eq!(got, hex_of(Sha256::new().chain_update(&bytes)));
     }
