@@ -3,12 +3,14 @@
 CARGO ?= cargo
 PORT ?= 8080
 DIR ?= ./uploads
+# Where cargo puts binaries: $CARGO_TARGET_DIR when set, as cargo does.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: run build release test check unit browser-test setup clean
 
 ## Build the release binary and serve ./uploads on port 8080.
 run: release
-	./target/release/tinydrop --port $(PORT) $(DIR)
+	$(TARGET_DIR)/release/tinydrop --port $(PORT) $(DIR)
 
 build:
 	$(CARGO) build
@@ -37,7 +39,7 @@ setup:
 	bash tests/setup.sh
 
 browser-test:
-	TINYDROP_BIN=target/debug/tinydrop node tests/browser/run.js
+	TINYDROP_BIN=$(TARGET_DIR)/debug/tinydrop node tests/browser/run.js
 
 clean:
 	$(CARGO) clean
@@ -46,7 +48,7 @@ clean:
 MAX_BINARY_BYTES ?= 1048576
 .PHONY: size-check
 size-check: release
-	@size=$$(stat -c %s target/release/tinydrop); \
+	@size=$$(stat -c %s $(TARGET_DIR)/release/tinydrop); \
 	echo "release binary: $$size bytes (budget $(MAX_BINARY_BYTES))"; \
 	test $$size -le $(MAX_BINARY_BYTES) || { echo "the release binary is over its 1 MiB budget"; exit 1; }
 
@@ -66,7 +68,7 @@ fuzz-smoke:
 .PHONY: bench bench-peers
 bench:
 	$(CARGO) build --release
-	$(CARGO) build --release --manifest-path bench/sink/Cargo.toml --target-dir $${CARGO_TARGET_DIR:-target}
+	$(CARGO) build --release --manifest-path bench/sink/Cargo.toml --target-dir $(TARGET_DIR)
 	python3 bench/bench.py $(BENCH_ARGS)
 
 ## The same table with miniserve and dufs added (built once into target/peers).
