@@ -759,11 +759,6 @@ impl TempFile {
         self.len == 0
     }
 
-    /// Where the bytes are, for diagnostics.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Syncs the bytes and publishes them as `name` (see [`Store::publish_file`]).
     /// On error the temp file is removed.
     pub fn publish(mut self, store: &Store, name: &SafeName) -> Result<Saved, Error> {

@@ -14,9 +14,9 @@ use crate::error::Error;
 use crate::hashing::Feed;
 use crate::writeback::Pacer;
 
-/// Size of the buffer one PATCH reads into and writes from (one write per
-/// buffer, allocated per call): the store's one buffer size.
-pub use crate::store::BUFFER_SIZE as BUF_SIZE;
+/// One PATCH reads into and writes from one buffer of the store's size (one
+/// write per buffer, allocated per call).
+use crate::store::BUFFER_SIZE;
 
 /// A checksum of one PATCH body (tus checksum extension).
 enum Checksum {
@@ -230,9 +230,9 @@ fn receive(
 ) -> Result<(), Stop> {
     let start = data.stream_position().map_err(Stop::Write)?;
     let mut pacer = Pacer::new(start);
-    let mut buf = vec![0u8; BUF_SIZE];
+    let mut buf = vec![0u8; BUFFER_SIZE];
     loop {
-        let want = (room - *written).min(BUF_SIZE as u64) as usize;
+        let want = (room - *written).min(BUFFER_SIZE as u64) as usize;
         if want == 0 {
             // At the length: one more byte means the body is too long.
             return match fill(body, &mut buf[..1]) {
@@ -282,10 +282,10 @@ fn fill(body: &mut dyn Read, buf: &mut [u8]) -> (usize, Option<io::Error>) {
 fn hash_prefix(file: &mut File, len: u64) -> Result<Sha256, Error> {
     file.seek(SeekFrom::Start(0))?;
     let mut sha = Sha256::new();
-    let mut buf = vec![0u8; BUF_SIZE];
+    let mut buf = vec![0u8; BUFFER_SIZE];
     let mut left = len;
     while left > 0 {
-        let want = left.min(BUF_SIZE as u64) as usize;
+        let want = left.min(BUFFER_SIZE as u64) as usize;
         let n = file.read(&mut buf[..want])?;
         if n == 0 {
             return Err(Error::Internal(
@@ -433,10 +433,10 @@ mod tests {
     fn bytes_before_a_cut_are_kept_and_the_next_append_continues() {
         let dir = TempDir::new("cut");
         let tus = dir.open(LONG);
-        let bytes = pattern(2 * BUF_SIZE + 5000);
+        let bytes = pattern(2 * BUFFER_SIZE + 5000);
         let len = bytes.len() as u64;
         let id = tus.create(len, "a", "").unwrap();
-        let cut_at = BUF_SIZE + 1234;
+        let cut_at = BUFFER_SIZE + 1234;
         let mut body = Trickle::new(&bytes, 1000, Some(cut_at));
         let e = tus.append(&id, 0, &mut body, None).unwrap_err();
         assert!(matches!(e, Error::BodyCut), "{e:?}");
@@ -478,7 +478,7 @@ mod tests {
         assert!(matches!(e, Error::DiskFull), "{e:?}");
         let offset = tus.info(&id).unwrap().offset;
         assert!(offset > 0 && offset < 1 << 20, "{offset}");
-        assert_eq!(offset % BUF_SIZE as u64, 0);
+        assert_eq!(offset % BUFFER_SIZE as u64, 0);
         assert_eq!(fs::metadata(tus.data_path(&id)).unwrap().len(), offset);
         let on_disk = fs::read(tus.data_path(&id)).unwrap();
         assert_eq!(on_disk[..], bytes[..offset as usize]);

@@ -124,7 +124,6 @@ mod recover;
 #[cfg(test)]
 mod testing;
 
-pub use append::BUF_SIZE;
 pub use expiry::SWEEP_INTERVAL;
 pub use publish::Completed;
 
@@ -519,6 +518,7 @@ fn unix_secs(t: SystemTime) -> u64 {
 mod tests {
     use super::testing::*;
     use super::*;
+    use crate::store::BUFFER_SIZE;
 
     #[test]
     fn random_ids_are_long_hex_and_differ() {
@@ -533,7 +533,7 @@ mod tests {
     fn create_info_append_to_completion_gives_the_right_sha256() {
         let dir = TempDir::new("complete");
         let tus = dir.open(LONG);
-        let bytes = pattern(3 * BUF_SIZE + 123);
+        let bytes = pattern(3 * BUFFER_SIZE + 123);
         let len = bytes.len() as u64;
         let id = tus.create(len, "a/b.bin", "filename YS9iLmJpbg==").unwrap();
         assert_eq!(id.len(), 32);

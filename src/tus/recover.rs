@@ -202,28 +202,29 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::store::BUFFER_SIZE;
+    use crate::tus::random_id;
     use crate::tus::testing::*;
-    use crate::tus::{random_id, BUF_SIZE};
 
     #[test]
     fn reopening_keeps_the_offset_and_finishing_after_gives_the_right_sha256() {
         let dir = TempDir::new("reopen");
-        let bytes = pattern(BUF_SIZE + 777);
+        let bytes = pattern(BUFFER_SIZE + 777);
         let len = bytes.len() as u64;
         let id = {
             let tus = dir.open(LONG);
             let id = tus
                 .create(len, "x\ny.txt", "filename eAp5LnR4dA==")
                 .unwrap();
-            append_all(&tus, &id, 0, &bytes[..BUF_SIZE + 1]);
+            append_all(&tus, &id, 0, &bytes[..BUFFER_SIZE + 1]);
             id
         };
         let tus = dir.open(LONG);
         let info = tus.info(&id).unwrap();
-        assert_eq!((info.offset, info.length), (BUF_SIZE as u64 + 1, len));
+        assert_eq!((info.offset, info.length), (BUFFER_SIZE as u64 + 1, len));
         assert_eq!(info.name, "x\ny.txt");
         assert_eq!(info.metadata, "filename eAp5LnR4dA==");
-        let (_, done) = append_all(&tus, &id, info.offset, &bytes[BUF_SIZE + 1..]);
+        let (_, done) = append_all(&tus, &id, info.offset, &bytes[BUFFER_SIZE + 1..]);
         assert_eq!(done.unwrap().sha256, sha256_hex(&bytes));
     }
 
