@@ -20,7 +20,7 @@ release:
 
 ## Everything CI checks: formatting, lints, unit and integration tests,
 ## real tus clients and browser tests (installed when missing).
-test: setup check unit browser-test size-check fuzz-smoke
+test: setup check unit browser-test size-check bench-smoke fuzz-smoke
 
 check:
 	$(CARGO) fmt --all -- --check
@@ -65,11 +65,17 @@ fuzz-smoke:
 ## Figures side by side with a raw TCP sink (bench/sink), same run, median
 ## of interleaved rounds: see bench/bench.py. Needs curl and python3.
 ## BENCH_ARGS passes options, e.g. BENCH_ARGS="--rounds 5 --size 256M".
-.PHONY: bench bench-peers
+.PHONY: bench bench-peers bench-smoke
 bench:
 	$(CARGO) build --release
 	$(CARGO) build --release --manifest-path bench/sink/Cargo.toml --target-dir $(TARGET_DIR)
 	python3 bench/bench.py $(BENCH_ARGS)
+
+## What `make test` runs: the bench on tiny data, one round (a few seconds),
+## so that its scenarios and every check of stored bytes keep working.
+bench-smoke: release
+	$(CARGO) build --release --manifest-path bench/sink/Cargo.toml --target-dir $(TARGET_DIR)
+	python3 bench/bench.py --smoke
 
 ## The same table with miniserve and dufs added (built once into target/peers).
 bench-peers:
